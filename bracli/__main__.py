@@ -1,0 +1,3 @@
+from bracli.cli import main
+
+main()

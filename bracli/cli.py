@@ -1,0 +1,92 @@
+"""The `bra` command line: a thin Typer layer over the library.
+
+Commands live in ``bracli/commands/``; each imports torch/ultralytics inside its function body so
+that ``bra --help`` never pays for them. ``main`` is the one place that turns exceptions into a
+one-line message and an exit code (1 = failed / problems found, 2 = usage).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from bracli import __version__
+from bracli.commands import dataset, demo, export, init, predict, profile, train, val
+from bracli.errors import BracliError
+
+app = typer.Typer(
+    name="bra",
+    help="YOLOv8 + BiFormer's Bi-Level Routing Attention, from dataset to deployment. Offline and private.",
+    epilog="Start with: [bold]bra demo[/] — or [bold]bra init --scale n --bra-after p3[/]. "
+    "Set BRA_DEBUG=1 for full tracebacks.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bra {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """YOLOv8 + BiFormer's Bi-Level Routing Attention, from dataset to deployment."""
+
+
+for module in (init, train, val, predict, export, profile, demo):
+    app.command(module.NAME, epilog=module.EPILOG)(module.command)
+app.add_typer(dataset.app, name="dataset")
+
+
+def _describe(exc: BaseException) -> tuple[str, int] | None:
+    """Map exceptions a user can cause to (message, exit code); None means it is a bug."""
+    if isinstance(exc, BracliError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, FileNotFoundError):
+        name = exc.filename or str(exc)
+        return f"file not found: {name}", 1
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename or exc}", 1
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return f"missing dependency: the Python package '{exc.name}' is not installed", 1
+    if isinstance(exc, MemoryError):
+        return "out of memory: try a smaller --batch or --imgsz", 1
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    debug = os.environ.get("BRA_DEBUG", "") not in ("", "0")
+    try:
+        app(args=argv, prog_name="bra")
+    except KeyboardInterrupt:
+        from bracli.ui import error
+
+        error("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        from bracli.ui import error
+
+        described = _describe(exc)
+        if described is None:
+            error(f"internal error: {type(exc).__name__}: {exc} — rerun with BRA_DEBUG=1 for the traceback "
+                  "and report it")
+            sys.exit(1)
+        message, code = described
+        error(message)
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""File output that never loses what the user had: refuse to overwrite unless forced, write atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bracli.errors import OutputExistsError, UsageError
+
+
+def check_writable(path: Path, force: bool) -> None:
+    """Fail before any work is done when ``path`` cannot be written (exists, or folder not creatable)."""
+    if path.exists() and not force:
+        raise OutputExistsError(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory, expected a file path")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot write {path}: {parent} is not a writable directory")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, force: bool = False) -> Path:
+    """Write ``data`` to ``path`` via a temp file and rename, so a crash never leaves half a file."""
+    path = Path(path)
+    check_writable(path, force)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror}") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if not force and path.exists():  # appeared while we were writing
+            raise OutputExistsError(path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, force: bool = False) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), force=force)
+
+
+def write_json(path: str | Path, obj: Any, force: bool = False) -> Path | None:
+    """Write ``obj`` as JSON to ``path``; ``-`` prints it to stdout instead."""
+    text = json.dumps(obj, indent=2, default=str) + "\n"
+    if str(path) == "-":
+        print(text, end="")
+        return None
+    return atomic_write_text(path, text, force=force)

@@ -1,0 +1,5 @@
+"""Pure-PyTorch building blocks (no ultralytics here)."""
+
+from bracli.nn.bra import BiLevelRoutingAttention
+
+__all__ = ["BiLevelRoutingAttention"]
