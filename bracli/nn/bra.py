@@ -9,13 +9,23 @@ Parameter names and numerics follow the released legacy implementation in its YO
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bracli.nn.routed import attend
+
+AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")  # a plain tuple: torch.compile traces it on every torch version
+
 
 class QKVLinear(nn.Module):
-    """One projection to q (qk_dim), k (qk_dim) and v (dim); its own module so keys read ``qkv.qkv.*``."""
+    """One projection to q (qk_dim), k (qk_dim) and v (dim); its own module so keys read ``qkv.qkv.*``.
+
+    Called on token-major input (``..., dim``). The attention applies the same weights to its own
+    channel-major layout directly.
+    """
 
     def __init__(self, dim: int, qk_dim: int, bias: bool = True) -> None:
         super().__init__()
@@ -59,36 +69,70 @@ class BiLevelRoutingAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
+        s, dim = self.n_win, self.dim
+        q, k, v, (hp, wp) = self._project(x)
+        out = attend(q, k, v, self._route(q, k, n).flatten(0, 1), self.num_heads, self.scale)  # (n·s², C, rh·rw)
+        rh, rw = hp // s, wp // s
+        out = out.view(n, s, s, dim, rh, rw).permute(0, 3, 1, 4, 2, 5)  # -> n c j a i b, a view
+        if self.lepe is not None:
+            lepe = self.lepe(v.view(dim, n, s, s, rh, rw).permute(1, 0, 2, 4, 3, 5).reshape(n, dim, hp, wp))
+            mixed = (lepe.view(n, dim, s, rh, s, rw) + out).view(n, dim, hp, wp)  # back to NCHW in the same pass
+        else:
+            mixed = out.reshape(n, dim, hp, wp)
+        return F.conv2d(mixed[:, :, :h, :w], self.wo.weight.view(dim, dim, 1, 1), self.wo.bias)
+
+    @torch.no_grad()
+    def route(self, x: torch.Tensor) -> torch.Tensor:
+        """Routed regions of every query region: ``(n, n_win², topk)`` region indices, row-major.
+
+        Region ``r`` covers rows ``(r // n_win) * rh ...`` and columns ``(r % n_win) * rw ...`` of the
+        padded map (``rh, rw`` = padded height/width over ``n_win``). For inspection and figures.
+        """
+        q, k, _, _ = self._project(x)
+        first = torch.arange(x.shape[0], device=x.device).view(-1, 1, 1) * self.n_win ** 2
+        return self._route(q, k, x.shape[0]) - first
+
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """Pad to the region grid, then q, k, v laid out ``(channels, regions, tokens)``.
+
+        Zero padding comes before the projection (as in the released code), so padded tokens carry
+        the projection bias and count in region means and attention. Under tracing the padding is
+        always applied and its size stays symbolic, so exported graphs accept any H×W.
+        """
+        n, c, h, w = x.shape
         s = self.n_win
-        pad_b, pad_r = (-h) % s, (-w) % s
-        if (pad_b or pad_r) and not self.auto_pad:
-            raise ValueError(f"input {h}x{w} is not divisible by n_win={s} and auto_pad is False")
-        x = F.pad(x, (0, pad_r, 0, pad_b)).permute(0, 2, 3, 1)  # N, Hp, Wp, C
+        pad_b, pad_r = (s - h % s) % s, (s - w % s) % s
+        tracing = torch.jit.is_tracing()
+        if not tracing:
+            if c != self.dim:
+                raise ValueError(f"expected {self.dim} input channels, got {c} (input shape {tuple(x.shape)})")
+            if (pad_b or pad_r) and not self.auto_pad:
+                raise ValueError(f"input {h}x{w} is not divisible by n_win={s} and auto_pad is False")
+        if tracing or pad_b or pad_r:
+            x = F.pad(x, (0, pad_r, 0, pad_b))
         hp, wp = h + pad_b, w + pad_r
         rh, rw = hp // s, wp // s
-        qkv = self.qkv(x)
-        q, k, v = qkv.split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
-        lepe = self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1) if self.lepe is not None else 0
+        # n c (j a) (i b) -> c (n j i a b): channel-major, tokens ordered region by region
+        tokens = x.reshape(n, self.dim, s, rh, s, rw).permute(1, 0, 2, 4, 3, 5).reshape(self.dim, -1)
+        qkv = torch.addmm(self.qkv.qkv.bias.unsqueeze(1), self.qkv.qkv.weight, tokens)
+        q, k, v = qkv.view(-1, n * s * s, rh * rw).split([self.qk_dim, self.qk_dim, self.dim])
+        return q, k, v, (hp, wp)
 
-        def regions(t: torch.Tensor) -> torch.Tensor:  # N, Hp, Wp, C -> N, S², rh*rw, C
-            t = t.reshape(n, s, rh, s, rw, t.shape[-1]).permute(0, 1, 3, 2, 4, 5)
-            return t.reshape(n, s * s, rh * rw, t.shape[-1])
+    def _route(self, q: torch.Tensor, k: torch.Tensor, batch: int) -> torch.Tensor:
+        """Top-k regions of each query region by region-mean affinity: ``(n, n_win², topk)`` indices
+        into the region axis of q/k (offset per image). Not differentiated, as in the paper.
 
-        q, k, v = regions(q), regions(k), regions(v)
-        affinity = (q.mean(2).detach() * self.scale) @ k.mean(2).detach().transpose(-1, -2)  # N, S², S²
-        idx = affinity.topk(self.topk, dim=-1).indices  # N, S², topk
-        batch = torch.arange(n, device=x.device).view(n, 1, 1)
-        k_sel = k[batch, idx].flatten(2, 3)  # N, S², topk*rh*rw, Cqk
-        v_sel = v[batch, idx].flatten(2, 3)
-        m = self.num_heads
-        q = q.reshape(n, s * s, rh * rw, m, -1).transpose(2, 3)
-        k_sel = k_sel.reshape(n, s * s, -1, m, self.qk_dim // m).transpose(2, 3)
-        v_sel = v_sel.reshape(n, s * s, -1, m, self.dim // m).transpose(2, 3)
-        attn = ((q * self.scale) @ k_sel.transpose(-1, -2)).softmax(-1)
-        out = (attn @ v_sel).transpose(2, 3).reshape(n, s, s, rh, rw, self.dim)
-        out = out.permute(0, 1, 3, 2, 4, 5).reshape(n, hp, wp, self.dim)
-        out = self.wo(out + lepe)[:, :h, :w]
-        return out.permute(0, 3, 1, 2).contiguous()
+        Computed in fp32 even under autocast: a low-precision affinity rounds near-equal regions to
+        exact ties, and the ranking then depends on how the kernel breaks them.
+        """
+        device = q.device.type  # meta (FLOP counting) has no autocast to switch off
+        full_precision = torch.autocast(device, enabled=False) if device in AUTOCAST_DEVICES else nullcontext()
+        with torch.no_grad(), full_precision:
+            q_mean = q.float().mean(-1).t().reshape(batch, -1, self.qk_dim)
+            k_mean = k.float().mean(-1).t().reshape(batch, -1, self.qk_dim)
+            affinity = (q_mean * self.scale) @ k_mean.transpose(-1, -2)
+            routes = affinity.topk(self.topk, dim=-1).indices
+            return routes + torch.arange(batch, device=q.device).view(-1, 1, 1) * affinity.shape[1]
 
 
 def _check(**values: int) -> None:
