@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from rich.console import Console
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: long paths stay on one line (copyable); tables still fit the terminal width
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def error(message: str) -> None:
