@@ -1,13 +1,144 @@
-"""`bra init`."""
+"""`bra init`: write a YOLOv8 + BRA model YAML rendered from the templates, then summarise the built model.
+
+Order matters for "nothing written on error": options are checked by the pure renderer (exit 2
+before torch is imported), the output path is checked, the model is built, and only then is the file
+written atomically.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
 from bracli.errors import UsageError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 NAME = "init"
 EPILOG = "Example: bra init --scale n --bra-after p3"
+SUMMARY_IMGSZ = 640
 
 
-def command() -> None:
+def command(
+    scale: str = typer.Option("n", "--scale", "-s", help="Model scale: n, s, m, l or x."),
+    bra_after: list[str] | None = typer.Option(
+        None, "--bra-after", "-a", help="Where to insert BRA: p3, p4, p5, sppf, backbone-p3/p4/p5. "
+        "Repeat the flag or give a comma list; default p3.", show_default=False),
+    nc: int = typer.Option(80, "--nc", help="Number of classes."),
+    n_win: int = typer.Option(8, "--n-win", help="Regions per side (the map is split into n_win × n_win)."),
+    topk: int = typer.Option(4, "--topk", help="Regions each query region attends to (≤ n_win²)."),
+    heads: int = typer.Option(8, "--heads", help="Attention heads; must divide every BRA layer's channels."),
+    side_dwconv: int = typer.Option(3, "--side-dwconv", help="Kernel of the local context conv on v (odd; 0 = off)."),
+    qk_dim: int | None = typer.Option(None, "--qk-dim", help="q/k channels; default: each BRA layer's channels.",
+                                      show_default=False),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output YAML; default ./yolov8<scale>-bra-<...>.yaml. "
+                                    "Its name must keep the scale (ultralytics reads it from there).",
+                                    show_default=False),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output file."),
+    list_choices: bool = typer.Option(False, "--list", help="Show the placements and scales, then exit."),
+) -> None:
     """Render a BRA model YAML from templates and summarise it."""
-    raise UsageError("bra init is not yet implemented")
+    if list_choices:
+        _print_choices()
+        return
+    from bracli import templates
+    from bracli.io import atomic_write_text, check_writable
+
+    placements = templates.parse_placements(bra_after if bra_after is not None else ["p3"])
+    if not placements:
+        raise UsageError("--bra-after got no placement; give at least one (see bra init --list)")
+    model = templates.render(scale, placements, nc=nc, n_win=n_win, topk=topk, heads=heads,
+                             side_dwconv=side_dwconv, qk_dim=qk_dim)
+    path = out if out is not None else Path(templates.model_filename(scale, placements))
+    _check_name(path, scale)
+    check_writable(path, force)
+    text = templates.to_yaml(model, templates.default_header(model))
+
+    from bracli.engine import models
+
+    built = models.build(model)
+    atomic_write_text(path, text, force=force)
+    _print_summary(path, model, built)
+
+
+def _check_name(path: Path, scale: str) -> None:
+    """ultralytics takes the scale from the file name; a name without it, or with another, builds the wrong model."""
+    from bracli.templates import scale_in_name
+
+    if path.suffix not in (".yaml", ".yml"):
+        raise UsageError(f"--out {path}: a model file must end in .yaml")
+    found = scale_in_name(path)
+    if found is None:
+        raise UsageError(f"--out {path}: the file name must contain the scale, e.g. yolov8{scale}-custom.yaml "
+                         "(ultralytics reads the scale from the name)")
+    if found != scale:
+        raise UsageError(f"--out {path}: the name says scale '{found}' but --scale is '{scale}'; ultralytics would "
+                         f"build scale '{found}' with channels for '{scale}'")
+
+
+def _print_summary(path: Path, model: dict[str, Any], built: nn.Module) -> None:
+    from rich import box
+    from rich.table import Table
+
+    from bracli.profile import count_flops
+    from bracli.templates import METADATA_KEY
+    from bracli.ui import console, success, warn
+
+    meta = model[METADATA_KEY]
+    flops = count_flops(built, SUMMARY_IMGSZ)  # one shape-only forward: true FLOPs and the real BRA input shapes
+    params = sum(p.numel() for p in built.parameters())
+    bra_params = {layer["index"]: sum(p.numel() for p in built.model[layer["index"]].parameters())
+                  for layer in meta["layers"]}
+    qk_dim = f", qk_dim={meta['qk_dim']}" if meta["qk_dim"] is not None else ""
+    success(f"wrote {path}")
+    console.print(f"YOLOv8{model['scale']} + BRA, nc={model['nc']}: {len(built.model)} layers, {params:,} parameters "
+                  f"({sum(bra_params.values()):,} in BRA), {flops.total_gflops:.2f} GFLOPs at {SUMMARY_IMGSZ} "
+                  f"({flops.bra_gflops:.2f} in BRA; a multiply-add counts 2); n_win={meta['n_win']}, "
+                  f"topk={meta['topk']}, heads={meta['heads']}, side_dwconv={meta['side_dwconv']}{qk_dim}",
+                  soft_wrap=True)
+    table = Table(title=f"BRA layers, feature maps at {SUMMARY_IMGSZ}×{SUMMARY_IMGSZ} input", title_justify="left",
+                  box=box.SIMPLE_HEAD)
+    for column in ("layer", "placement", "after", "C×H×W", "region", "params", "GFLOPs"):
+        table.add_column(column, justify="right" if column in ("layer", "params", "GFLOPs") else "left")
+    for layer in meta["layers"]:
+        index, follows = layer["index"], layer["follows"]
+        _, channels, height, width = flops.bra_input_shapes[index]
+        region_h, region_w = -(-height // meta["n_win"]), -(-width // meta["n_win"])
+        padded = " padded" if height % meta["n_win"] or width % meta["n_win"] else ""
+        table.add_row(str(index), layer["placement"], f"{follows} {type(built.model[follows]).__name__}",
+                      f"{channels}×{height}×{width}", f"{region_h}×{region_w}{padded}", f"{bra_params[index]:,}",
+                      f"{flops.bra_layers[index]:.3f}")
+        if meta["n_win"] > min(height, width):
+            warn(f"n_win={meta['n_win']} exceeds the {height}×{width} map at {layer['placement']} for "
+                 f"{SUMMARY_IMGSZ} input: most regions would be padding; try a smaller --n-win")
+    console.print(table)
+
+
+def _print_choices() -> None:
+    from rich import box
+    from rich.table import Table
+
+    from bracli.templates import describe_placements, scale_table
+    from bracli.ui import console
+
+    infos = describe_placements()
+    placements = Table(title="Placements (--bra-after; combine any, each once)", title_justify="left",
+                       box=box.SIMPLE_HEAD)
+    for column in ("placement", "after layer", "stride", "that layer is"):
+        placements.add_column(column)
+    for info in infos:
+        placements.add_row(info.name, f"{info.follows} {info.module}", str(info.stride), info.description)
+    head = {info.name: info for info in infos}
+    scales = Table(title="Scales (--scale)", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("scale", "depth", "width", "max channels", "BRA channels at p3/p4/p5"):
+        scales.add_column(column, justify="right")
+    for name, (depth, width, max_channels) in scale_table().items():
+        scales.add_row(name, f"{depth:g}", f"{width:g}", str(max_channels),
+                       "/".join(str(head[p].channels[name]) for p in ("p3", "p4", "p5")))
+    console.print(placements)
+    console.print(scales)
+    console.print("Backbone placements and sppf have the channels of the head placement at the same stride.",
+                  soft_wrap=True)

@@ -1,0 +1,147 @@
+"""`bra init`: writes the rendered YAML with a header, summarises it, never overwrites or half-writes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bracli import templates
+from bracli.cli import main
+from bracli.templates import PLACEMENTS, SCALES
+
+
+def run_init(*args: str) -> int:
+    """Run `bra init ARGS` in this process; returns the exit code."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["init", *args])
+    return exit_info.value.code or 0
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_writes_the_rendered_yaml_and_summarises_it(workdir, capsys):
+    assert run_init("--scale", "n", "--bra-after", "p3", "--nc", "5") == 0
+    out = capsys.readouterr().out
+    path = workdir / "yolov8n-bra-p3.yaml"
+    assert sorted(workdir.iterdir()) == [path]
+    text = path.read_text()
+    assert text.startswith("# ")
+    assert "bra init --scale n --bra-after p3 --nc 5" in text
+    assert yaml.safe_load(text) == templates.render("n", ["p3"], nc=5)
+
+    from bracli.engine import models
+    from bracli.profile import count_flops
+
+    built = models.build(path)  # from the file, as ultralytics reads it: scale from the name
+    params = sum(p.numel() for p in built.parameters())
+    flops = count_flops(built, 640)
+    assert f"{params:,} parameters" in out
+    assert f"{flops.total_gflops:.2f} GFLOPs at 640" in out
+    assert type(built.model[16]).__name__ == "BiLevelRoutingAttention"
+    assert re.search(rf"16\s+p3\s+15 C2f\s+64×80×80\s+10×10\s+[\d,]+\s+{flops.bra_layers[16]:.3f}", out)
+
+
+def test_warns_when_n_win_exceeds_the_feature_map(workdir, capsys):
+    assert run_init("--bra-after", "p5", "--n-win", "32") == 0
+    assert "n_win=32 exceeds the 20×20 map at p5" in capsys.readouterr().err
+    assert (workdir / "yolov8n-bra-p5.yaml").is_file()
+
+
+def test_placements_combine_from_flags_and_comma_lists(workdir, capsys):
+    assert run_init("--scale", "s", "-a", "p4", "-a", "sppf,p3", "--out", "models/yolov8s-mine.yaml") == 0
+    text = (workdir / "models" / "yolov8s-mine.yaml").read_text()
+    assert yaml.safe_load(text) == templates.render("s", ["sppf", "p3", "p4"])
+    out = capsys.readouterr().out
+    for placement in ("sppf", "p3", "p4"):
+        assert re.search(rf"\s{placement}\s", out)
+
+
+def test_refuses_to_overwrite_without_force(workdir, capsys):
+    path = workdir / "yolov8n-bra-p3.yaml"
+    path.write_text("mine\n")
+    assert run_init("--scale", "n") == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--force" in err
+    assert path.read_text() == "mine\n"
+    assert sorted(workdir.iterdir()) == [path]
+
+    assert run_init("--scale", "n", "--force") == 0
+    assert yaml.safe_load(path.read_text()) == templates.render("n", ["p3"])
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--bra-after", "p6"], "'p6'"),
+        (["--scale", "q"], "'q'"),
+        (["-a", "p3", "-a", "p3"], "'p3'"),
+        (["-a", "p4,p4"], "'p4'"),
+        (["-a", ","], "--bra-after"),
+        (["--heads", "7"], "heads=7 does not divide the 64 channels at p3 for scale n"),
+        (["--topk", "65"], "topk=65"),
+        (["--n-win", "0"], "n_win=0"),
+        (["--side-dwconv", "4"], "side_dwconv=4"),
+        (["--qk-dim", "12"], "qk_dim=12"),
+        (["--nc", "0"], "nc=0"),
+        (["--out", "model.yaml"], "model.yaml"),
+        (["--out", "yolov8s-mine.yaml"], "yolov8s-mine.yaml"),
+        (["--out", "yolov8n-mine.txt"], "yolov8n-mine.txt"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(workdir, capsys, args, named):
+    assert run_init(*args) == 2
+    captured = capsys.readouterr()
+    assert named in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert "Traceback" not in captured.err + captured.out
+    assert list(workdir.iterdir()) == []
+
+
+def test_unwritable_output_exits_2_and_writes_nothing(workdir, capsys):
+    blocker = workdir / "a-file"
+    blocker.write_text("")
+    assert run_init("--out", str(blocker / "yolov8n-bra-p3.yaml")) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert sorted(workdir.iterdir()) == [blocker]
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write into read-only folders")
+def test_read_only_folder_exits_2(workdir, capsys):
+    folder = workdir / "locked"
+    folder.mkdir(mode=0o500)
+    try:
+        assert run_init("--out", str(folder / "yolov8n-bra-p3.yaml")) == 2
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o700)
+
+
+def test_list_shows_placements_and_scales(workdir, capsys):
+    assert run_init("--list") == 0
+    out = capsys.readouterr().out
+    for placement in PLACEMENTS:
+        assert re.search(rf"^\s*{placement}\s", out, re.MULTILINE)
+    for scale in SCALES:
+        assert re.search(rf"^\s*{scale}\s", out, re.MULTILINE)
+    assert "15 C2f" in out and "9 SPPF" in out
+    assert "64/128/256" in out  # scale n channels at p3/p4/p5
+    assert list(workdir.iterdir()) == []
+
+
+def test_bad_bra_options_fail_before_torch_is_imported(tmp_path):
+    code = ("import sys\nfrom bracli.cli import main\ntry:\n    main(['init', '--heads', '7'])\n"
+            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules, 'ultralytics' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.stdout.split() == ["2", "False", "False"]
+    assert list(tmp_path.iterdir()) == []
