@@ -1,0 +1,29 @@
+"""`bra predict` bad input."""
+
+from __future__ import annotations
+
+
+def test_missing_source(bra, tmp_path):
+    r = bra("predict", tmp_path / "nope.jpg", "--model", tmp_path / "best.pt")
+    assert r.code == 1
+    assert "source not found" in r.err
+
+
+def test_unsupported_source_type(bra, tmp_path):
+    notes = tmp_path / "notes.docx"
+    notes.write_text("x")
+    r = bra("predict", notes)
+    assert r.code == 2
+    assert "unsupported file type" in r.err
+
+
+def test_url_is_refused(bra):
+    r = bra("predict", "https://example.invalid/bus.jpg")
+    assert r.code == 2
+    assert "does not download" in r.err
+
+
+def test_no_weights_anywhere(bra, tmp_path):
+    r = bra("predict", "--project", tmp_path)
+    assert r.code == 2
+    assert "no trained weights" in r.err

@@ -1,0 +1,96 @@
+"""`bra train`: bad input fails in one line with the right exit code, before any training starts."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+
+def test_missing_data_file(bra, tmp_path):
+    r = bra("train", tmp_path / "missing.yaml", "--epochs", "1")
+    assert r.code == 1
+    assert "data file not found" in r.err
+    assert "Traceback" not in r.err
+
+
+def test_data_without_val(bra, tmp_path):
+    path = tmp_path / "data.yaml"
+    path.write_text(yaml.safe_dump({"train": "images", "names": ["a"]}))
+    r = bra("train", path)
+    assert r.code == 1
+    assert "no 'val' entry" in r.err
+
+
+def test_download_key_refused(bra, tiny_data, tmp_path):
+    data = yaml.safe_load(tiny_data.read_text())
+    data["download"] = "https://example.invalid/data.zip"
+    data["path"] = str(tiny_data.parent)
+    path = tmp_path / "data.yaml"
+    path.write_text(yaml.safe_dump(data))
+    r = bra("train", path, "--epochs", "1")
+    assert r.code == 1
+    assert "--allow-download" in r.err
+
+
+def test_unknown_extra_suggests(bra):
+    r = bra("train", "mosaik=0.5")
+    assert r.code == 2
+    assert "did you mean mosaic=" in r.err
+
+
+def test_missing_weights_is_an_error_not_a_download(bra, tiny_data, tmp_path):
+    r = bra("train", tiny_data, "--weights", tmp_path / "yolov8n.pt")
+    assert r.code == 1
+    assert "never downloads" in r.err
+
+
+def test_weights_that_are_not_a_checkpoint(bra, tiny_data, tmp_path):
+    fake = tmp_path / "fake.pt"
+    fake.write_bytes(b"not a checkpoint")
+    r = bra("train", tiny_data, "--weights", fake)
+    assert r.code == 1
+    assert "not a readable PyTorch checkpoint" in r.err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bra-after", "p7"], "p7"),
+    (["--bra-after", "p3,p3"], "p3"),
+    (["--scale", "q"], "q"),
+    (["--heads", "7"], "heads"),
+])
+def test_bad_model_options(bra, args, message):
+    r = bra("train", "--epochs", "1", *args)
+    assert r.code == 2
+    assert message in r.err
+
+
+def test_model_and_render_options_conflict(bra, tmp_path):
+    r = bra("train", "--model", tmp_path / "yolov8n-bra-p3.yaml", "--bra-after", "p4")
+    assert r.code == 2
+    assert "--model takes the architecture" in r.err
+
+
+def test_resume_without_runs(bra, tmp_path):
+    r = bra("train", "--resume", "--project", tmp_path)
+    assert r.code == 1
+    assert "no run to resume" in r.err
+
+
+@pytest.mark.slow
+def test_weights_transfer_reported(bra, tiny_data, tmp_path):
+    from ultralytics import YOLO
+
+    from bracli import templates
+
+    nc = len(yaml.safe_load(tiny_data.read_text())["names"])  # same class count: every tensor can transfer
+    vanilla_yaml = tmp_path / "yolov8n.yaml"
+    vanilla_yaml.write_text(templates.to_yaml(templates.render("n", [], nc=nc), "vanilla"))
+    vanilla = tmp_path / "vanilla.pt"
+    YOLO(str(vanilla_yaml)).save(vanilla)
+    r = bra("train", tiny_data, "--weights", vanilla, "--epochs", "1", "--imgsz", "64", "--batch", "4",
+            "--project", tmp_path / "runs", "--device", "cpu")
+    assert r.code == 0, r.err
+    assert "transferred 355/355 source tensors" in r.out
+    assert "BRA layers [16] initialised fresh" in r.out
+    options = yaml.safe_load((tmp_path / "runs" / "train" / "bracli.yaml").read_text())
+    assert options["transfer"]["complete"] is True
