@@ -46,7 +46,8 @@ def _render(result) -> None:
 
     from bracli.ui import console, success
 
-    table = Table(title=f"parity: {result.format} vs torch on the same input", title_justify="left")
+    table = Table(title=f"parity: {result.format} vs torch on {Path(result.image).name}, letterboxed",
+                  title_justify="left")
     for column in ("input h×w", "max |Δ|", "allowed", "detections torch", "detections export", "agree"):
         table.add_column(column, justify="right")
     for p in result.parity:

@@ -37,7 +37,7 @@ def command(
     device: opt.Device = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Dataloader workers (forced to 0 on CPU).")] = 8,
     project: opt.Project = None,
-    name: Annotated[str | None, typer.Option("--name", help="Run name (default trainN).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default train, train-2, …).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run: the newest last.pt, or "
                                          "the checkpoint/run folder given as DATA.")] = False,

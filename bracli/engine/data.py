@@ -80,3 +80,23 @@ def resolve_data(data_yaml: str | Path, allow_download: bool = False) -> Path:
     if not copy.exists():
         atomic_write_text(copy, f"# {path} with 'path' resolved by bracli\n{text}", force=True)
     return copy
+
+
+def first_val_image(data_yaml: str | Path) -> Path | None:
+    """One validation image of a dataset (for checks that want an in-domain input), or None."""
+    path = Path(data_yaml)
+    try:
+        data = load_data_yaml(path)
+    except BracliError:
+        return None
+    declared = data.get("path")
+    root = Path(str(declared)).expanduser() if declared else path.parent
+    root = root if root.is_absolute() else (path.parent / root)
+    for source in _split_sources(root, data["val"]):
+        if source.is_dir():
+            images = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if images:
+                return images[0]
+        elif source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
+            return source
+    return None

@@ -349,8 +349,13 @@ def display_available() -> tuple[bool, str]:
     return True, ""
 
 
-def resolve_source(source: str | None) -> str | int:
-    """An image, folder, glob, video, camera index or stream URL; refuses downloads and missing files."""
+LIST_SUFFIXES = {"txt", "csv"}  # ultralytics reads these as lists of sources
+
+
+def resolve_source(source: str | None) -> str | int | list[str]:
+    """An image, folder, glob (expanded here), video, list file, camera index or stream URL.
+
+    Refuses downloads and missing files."""
     if source is None:
         return str(ASSETS)
     text = str(source).strip()
@@ -362,14 +367,15 @@ def resolve_source(source: str | None) -> str | int:
     if lowered.startswith(("http://", "https://")):
         raise UsageError("bracli does not download sources; save the file locally and pass its path")
     if any(ch in text for ch in "*?["):
-        matches = [p for p in glob.glob(text, recursive=True) if Path(p).is_file()]
+        matches = sorted(str(Path(p).resolve()) for p in glob.glob(os.path.expanduser(text), recursive=True)
+                         if Path(p).is_file() and Path(p).suffix.lower().lstrip(".") in IMG_FORMATS | VID_FORMATS)
         if not matches:
-            raise BracliError(f"no files match {text}")
-        return text
+            raise BracliError(f"no images or videos match {text}")
+        return matches  # ultralytics itself expands only '*' patterns
     path = Path(text).expanduser()
     if not path.exists():
         raise BracliError(f"source not found: {path}")
-    if path.is_file() and path.suffix.lower().lstrip(".") not in IMG_FORMATS | VID_FORMATS:
+    if path.is_file() and path.suffix.lower().lstrip(".") not in IMG_FORMATS | VID_FORMATS | LIST_SUFFIXES:
         raise UsageError(f"{path.name}: unsupported file type; images ({', '.join(sorted(IMG_FORMATS))}) or "
                          f"videos ({', '.join(sorted(VID_FORMATS))})")
     if path.is_dir() and not any(p.suffix.lower().lstrip(".") in IMG_FORMATS | VID_FORMATS for p in path.iterdir()):
@@ -398,7 +404,20 @@ def predict(source: str | None = None, weights: str | Path | None = None, *, sho
             notes.append(f"--show: {why}; saving annotated images instead")
             show, save = False, True
     yolo = YOLO(str(path))
-    args = {"source": resolved, "stream": True, "show": show, "save": save, "conf": conf, "iou": iou,
+    with tempfile.TemporaryDirectory(prefix="bracli-sources-") as tmp:
+        if isinstance(resolved, list):  # a list file keeps every result's own file name
+            listing = Path(tmp) / "sources.txt"
+            listing.write_text("\n".join(resolved) + "\n", encoding="utf-8")
+            resolved = str(listing)
+        predictions, save_dir = _run_predict(yolo, resolved, show=show, save=save, conf=conf, iou=iou,
+                                             imgsz=imgsz, device=device, project=project, extras=extras)
+    return PredictResult(weights=str(path), save_dir=save_dir, predictions=predictions, shown=show, notes=notes)
+
+
+def _run_predict(yolo: YOLO, source: str | int, *, show: bool, save: bool, conf: float, iou: float, imgsz: int,
+                 device: str | None, project: str | Path | None, extras: dict[str, Any] | None
+                 ) -> tuple[list[ImagePrediction], Path | None]:
+    args = {"source": source, "stream": True, "show": show, "save": save, "conf": conf, "iou": iou,
             "imgsz": imgsz, "project": _project(project), "name": "predict",
             "verbose": False, **(extras or {})}
     if device is not None:
@@ -415,7 +434,7 @@ def predict(source: str | None = None, weights: str | Path | None = None, *, sho
                                                saved=str(saved) if saved and saved.exists() else None))
     except (FileNotFoundError, ConnectionError) as e:
         raise BracliError(f"cannot read source: {str(e).splitlines()[0]}") from e
-    return PredictResult(weights=str(path), save_dir=save_dir, predictions=predictions, shown=show, notes=notes)
+    return predictions, save_dir
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -437,6 +456,7 @@ class ExportResult:
     format: str
     tolerance: float
     parity: list[Parity]
+    image: str = ""
 
     @property
     def ok(self) -> bool:
@@ -444,7 +464,7 @@ class ExportResult:
 
     def to_dict(self) -> dict:
         return {"path": str(self.path), "format": self.format, "tolerance": self.tolerance, "ok": self.ok,
-                "parity": [asdict(p) for p in self.parity]}
+                "image": self.image, "parity": [asdict(p) for p in self.parity]}
 
 
 def _require(packages: Sequence[str], feature: str) -> None:
@@ -495,8 +515,9 @@ def export(weights: str | Path, *, format: str = "onnx", imgsz: int = 640, dynam
     sizes = [(imgsz, imgsz)]
     if dynamic:
         sizes.append((round_imgsz(imgsz * 3 // 4), imgsz))  # a rectangular input proves the dynamic axes
-    parity = [_parity(path, target, size, half=half, device=device, conf=conf, iou=iou) for size in sizes]
-    return ExportResult(path=target, format=fmt, tolerance=_tolerance(half), parity=parity)
+    image = _parity_image(path)
+    parity = [_parity(path, target, image, size, half=half, device=device, conf=conf, iou=iou) for size in sizes]
+    return ExportResult(path=target, format=fmt, tolerance=_tolerance(half), parity=parity, image=str(image))
 
 
 def _tolerance(half: bool) -> float:
@@ -504,15 +525,15 @@ def _tolerance(half: bool) -> float:
     return 1e-2 if half else 1e-4
 
 
-def _parity(weights: Path, exported: Path, size: tuple[int, int], *, half: bool, device: str | None,
-            conf: float, iou: float) -> Parity:
+def _parity(weights: Path, exported: Path, image_path: Path, size: tuple[int, int], *, half: bool,
+            device: str | None, conf: float, iou: float) -> Parity:
     import cv2
     import numpy as np
     from ultralytics.data.augment import LetterBox
     from ultralytics.nn.autobackend import AutoBackend
     from ultralytics.utils.nms import non_max_suppression
 
-    image = cv2.imread(str(ASSETS / "bus.jpg"))
+    image = cv2.imread(str(image_path))
     letterboxed = LetterBox(size, auto=False)(image=image)
     x = torch.from_numpy(np.ascontiguousarray(letterboxed[..., ::-1].transpose(2, 0, 1))).float()[None] / 255
     dev = torch.device("cuda:0" if device not in (None, "cpu") and torch.cuda.is_available() else "cpu")
@@ -530,6 +551,16 @@ def _parity(weights: Path, exported: Path, size: tuple[int, int], *, half: bool,
     det_b = non_max_suppression(got, conf, iou)[0]
     return Parity(imgsz=size, max_abs_diff=diff, scale=scale, detections_torch=len(det_a),
                   detections_export=len(det_b), detections_agree=_same_detections(det_a, det_b))
+
+
+def _parity_image(weights: Path) -> Path:
+    """A validation image of the data the model was trained on, when it is here; else a bundled sample."""
+    from bracli.engine.data import first_val_image
+
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    data = (ckpt.get("train_args") or {}).get("data") if isinstance(ckpt, dict) else None
+    image = first_val_image(data) if data and Path(data).is_file() else None
+    return image or ASSETS / "bus.jpg"
 
 
 def _same_detections(a: torch.Tensor, b: torch.Tensor, min_iou: float = 0.9) -> bool:

@@ -27,3 +27,9 @@ def test_no_weights_anywhere(bra, tmp_path):
     r = bra("predict", "--project", tmp_path)
     assert r.code == 2
     assert "no trained weights" in r.err
+
+
+def test_imgsz_is_rounded_with_a_warning(bra, tmp_path):
+    r = bra("predict", tmp_path / "nope.jpg", "--model", tmp_path / "best.pt", "--imgsz", "100")
+    assert "--imgsz 100 is not a multiple of the stride 32; using 128" in r.err
+    assert r.code == 1

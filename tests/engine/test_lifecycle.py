@@ -143,3 +143,33 @@ def test_parse_extras_validates_against_ultralytics():
         lifecycle.parse_extras(["epochs=3"])
     with pytest.raises(UsageError, match="key=value"):
         lifecycle.parse_extras(["mosaic"])
+
+
+def test_fine_tune_from_a_bra_checkpoint(trained, tiny_data, tmp_path):
+    """--model best.pt starts a new run from the trained weights (all of them arrive)."""
+    _, result = trained
+    tuned = lifecycle.train(tiny_data, lifecycle.ModelChoice(path=result.best), epochs=1, imgsz=64, batch=4,
+                            workers=0, project=tmp_path, extras={"plots": False})
+    assert tuned.best is not None
+    assert tuned.transfer is not None and tuned.transfer["complete"], tuned.transfer
+
+
+def test_predict_expands_globs_ultralytics_would_not(trained, tiny_data, tmp_path):
+    _, result = trained
+    pattern = str(tiny_data.parent / "images" / "val" / "val_0000[0-2].jpg")
+    predicted = lifecycle.predict(pattern, result.best, imgsz=128, project=tmp_path)
+    assert [os.path.basename(p.source) for p in predicted.predictions] == [
+        "val_00000.jpg", "val_00001.jpg", "val_00002.jpg"]
+
+
+def test_same_detections_needs_count_class_and_overlap():
+    a = torch.tensor([[0.0, 0.0, 10.0, 10.0, 0.9, 1.0], [20.0, 20.0, 30.0, 30.0, 0.8, 0.0]])
+    assert lifecycle._same_detections(a, a.flip(0))
+    shifted = a.clone()
+    shifted[0, :4] += 3.0  # IoU 0.32 with the original box
+    assert not lifecycle._same_detections(a, shifted)
+    relabelled = a.clone()
+    relabelled[1, 5] = 2.0
+    assert not lifecycle._same_detections(a, relabelled)
+    assert not lifecycle._same_detections(a, a[:1])
+    assert lifecycle._same_detections(a[:0], a[:0])
