@@ -14,11 +14,17 @@ from typing import Any
 
 import yaml
 
-from bracli.errors import BracliError
-from bracli.io import atomic_write_text
-from bracli.paths import cache_root
+from bracli.engine import offline
 
-IMAGE_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic"}
+offline.guard()
+
+from ultralytics.data.utils import IMG_FORMATS  # noqa: E402
+
+from bracli.errors import BracliError  # noqa: E402
+from bracli.io import atomic_write_text  # noqa: E402
+from bracli.paths import cache_root  # noqa: E402
+
+IMAGE_SUFFIXES = {f".{fmt}" for fmt in IMG_FORMATS}  # exactly what ultralytics will load
 
 
 def load_data_yaml(path: Path) -> dict[str, Any]:
