@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 CHUNK_BYTES = 2**20
 """Target size of one chunk's attention matrix; 1-2 MiB measured fastest on a 2-core AVX2 CPU."""
@@ -215,7 +216,8 @@ def in_threads(work: Callable[[int, int], None], chunks: Chunks) -> None:
     """
     errors: list[BaseException] = []
     inference = torch.is_inference_mode_enabled()  # thread-local: helper threads must run in the caller's mode
-    if min(torch.get_num_threads(), len(chunks)) <= 1:
+    # a dispatch mode (FLOP counter, memory tracker) sees only the thread it was entered in: stay in it
+    if min(torch.get_num_threads(), len(chunks)) <= 1 or _get_current_dispatch_mode() is not None:
         _drain(work, iter(chunks), threading.Lock(), errors, inference)
     else:
         with _THREAD_COUNT_LOCK:

@@ -133,6 +133,25 @@ def test_threads_run_in_the_callers_grad_mode(monkeypatch, mode):
     torch.testing.assert_close(spread, single)
 
 
+def test_dispatch_modes_see_every_chunk(monkeypatch):
+    """A FLOP counter (any dispatch mode) lives in one thread: chunks stay there while it is active."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module, x = make((2, 16, 16, 16, 4, 4, 3, None, 3))
+    monkeypatch.setattr(routed, "CHUNK_BYTES", 1)
+    threads = torch.get_num_threads()
+    counts = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                module(x)
+            counts.append(counter.get_total_flops())
+    finally:
+        torch.set_num_threads(threads)
+    assert counts[0] == counts[1] > 0
+
+
 def test_a_failing_chunk_raises_in_the_caller_and_restores_threads():
     threads = torch.get_num_threads()
     seen = []
