@@ -23,9 +23,11 @@ from bracli.engine import offline
 offline.guard()
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
 from ultralytics.cfg import DEFAULT_CFG_DICT, check_cfg, smart_value  # noqa: E402
 from ultralytics.data.utils import IMG_FORMATS, VID_FORMATS  # noqa: E402
+from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 from ultralytics.utils import ASSETS  # noqa: E402
 
 from bracli import __version__  # noqa: E402
@@ -86,12 +88,17 @@ def _project(project: str | Path | None) -> str:
 
 
 def checkpoint(weights: str | Path) -> Path:
-    """A local checkpoint path, validated cheaply: exists, is a .pt, holds a detection model."""
+    """A local checkpoint path, validated: exists, is a .pt, holds a detection model."""
+    return read_checkpoint(weights)[0]
+
+
+def read_checkpoint(weights: str | Path) -> tuple[Path, DetectionModel, dict[str, Any]]:
+    """:func:`checkpoint`, also returning what it read: the model and the checkpoint dict."""
     path = Path(weights).expanduser()
     if path.suffix.lower() not in models.CHECKPOINT_SUFFIXES:
         raise UsageError(f"{path} is not a .pt checkpoint")
-    models.load(path)  # raises a one-line BracliError for missing / unreadable / foreign files
-    return path.resolve()
+    model, ckpt = models.read(path)  # one-line BracliError for missing / unreadable / foreign files
+    return path.resolve(), model, ckpt
 
 
 def _metrics(results: dict[str, float] | None) -> dict[str, float]:
@@ -217,8 +224,6 @@ def train(
         def write_run_files(trainer: BraDetectionTrainer) -> None:
             info = {**run_info, "transfer": trainer.transfer_report.to_dict() if trainer.transfer_report else None}
             save_dir = Path(trainer.save_dir)
-            import yaml
-
             atomic_write_text(save_dir / "bracli.yaml", yaml.safe_dump(info, sort_keys=False), force=True)
             if rendered is not None:
                 atomic_write_text(save_dir / model_path.name, rendered, force=True)
@@ -492,7 +497,7 @@ def export(weights: str | Path, *, format: str = "onnx", imgsz: int = 640, dynam
     _require(EXPORT_FORMATS[fmt] + (("onnxslim",) if fmt == "onnx" and simplify else ()), f"export to {fmt}")
     if opset is not None and fmt != "onnx":
         raise UsageError("--opset applies to ONNX export only")
-    path = checkpoint(weights)
+    path, reference, ckpt = read_checkpoint(weights)
     target = _export_target(path, fmt)
     if target.exists() and not force:
         raise OutputExistsError(target)
@@ -515,8 +520,10 @@ def export(weights: str | Path, *, format: str = "onnx", imgsz: int = 640, dynam
     sizes = [(imgsz, imgsz)]
     if dynamic:
         sizes.append((round_imgsz(imgsz * 3 // 4), imgsz))  # a rectangular input proves the dynamic axes
-    image = _parity_image(path)
-    parity = [_parity(path, target, image, size, half=half, device=device, conf=conf, iou=iou) for size in sizes]
+    image = _parity_image(ckpt)
+    reference = reference.fuse().eval()  # the export is fused too
+    parity = [_parity(reference, target, image, size, half=half, device=device, conf=conf, iou=iou)
+              for size in sizes]
     return ExportResult(path=target, format=fmt, tolerance=_tolerance(half), parity=parity, image=str(image))
 
 
@@ -525,7 +532,7 @@ def _tolerance(half: bool) -> float:
     return 1e-2 if half else 1e-4
 
 
-def _parity(weights: Path, exported: Path, image_path: Path, size: tuple[int, int], *, half: bool,
+def _parity(model: DetectionModel, exported: Path, image_path: Path, size: tuple[int, int], *, half: bool,
             device: str | None, conf: float, iou: float) -> Parity:
     import cv2
     import numpy as np
@@ -537,7 +544,7 @@ def _parity(weights: Path, exported: Path, image_path: Path, size: tuple[int, in
     letterboxed = LetterBox(size, auto=False)(image=image)
     x = torch.from_numpy(np.ascontiguousarray(letterboxed[..., ::-1].transpose(2, 0, 1))).float()[None] / 255
     dev = torch.device("cuda:0" if device not in (None, "cpu") and torch.cuda.is_available() else "cpu")
-    reference = models.load(weights).fuse().eval().to(dev)
+    reference = model.to(dev)
     backend = AutoBackend(str(exported), device=dev, fp16=half, verbose=False)
     with torch.inference_mode():
         expected = reference(x.to(dev))
@@ -553,12 +560,11 @@ def _parity(weights: Path, exported: Path, image_path: Path, size: tuple[int, in
                   detections_export=len(det_b), detections_agree=_same_detections(det_a, det_b))
 
 
-def _parity_image(weights: Path) -> Path:
+def _parity_image(ckpt: dict[str, Any]) -> Path:
     """A validation image of the data the model was trained on, when it is here; else a bundled sample."""
     from bracli.engine.data import first_val_image
 
-    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
-    data = (ckpt.get("train_args") or {}).get("data") if isinstance(ckpt, dict) else None
+    data = (ckpt.get("train_args") or {}).get("data")
     image = first_val_image(data) if data and Path(data).is_file() else None
     return image or ASSETS / "bus.jpg"
 

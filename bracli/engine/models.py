@@ -54,8 +54,8 @@ def build(spec: str | Path | dict[str, Any], nc: int | None = None, verbose: boo
         raise BracliError(f"cannot build the model: {e}") from e
 
 
-def load(weights: str | Path) -> DetectionModel:
-    """Load a detection model from a local checkpoint; never downloads."""
+def read(weights: str | Path) -> tuple[DetectionModel, dict[str, Any]]:
+    """The detection model (fp32) and the whole checkpoint dict of a local file; never downloads."""
     path = Path(weights)
     if not path.is_file():
         raise BracliError(f"weights file not found: {path} (bracli never downloads weights; give a local path)")
@@ -66,4 +66,9 @@ def load(weights: str | Path) -> DetectionModel:
     model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
     if not isinstance(model, DetectionModel):
         raise BracliError(f"{path} is not an ultralytics detection checkpoint (no detection model inside)")
-    return model.float()
+    return model.float(), ckpt
+
+
+def load(weights: str | Path) -> DetectionModel:
+    """Load a detection model from a local checkpoint; never downloads."""
+    return read(weights)[0]
