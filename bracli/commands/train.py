@@ -56,22 +56,23 @@ def command(
         raise UsageError("--resume continues a run as it was; it takes no model or weights options")
 
     from bracli import templates
+
+    placements = templates.parse_placements(bra_after or ["p3"])
+    if not resume and model is None:
+        templates.render(scale, placements, **bra_options)  # bad options fail before torch is imported
+
     from bracli.engine import lifecycle
 
     extras = lifecycle.parse_extras(extra_pairs)
-    imgsz = opt.rounded_imgsz(imgsz)
     if resume:
         target = paths[0] if paths else True
         result = lifecycle.train(resume=target, device=device, project=project, extras=extras)
     else:
-        placements = templates.parse_placements(bra_after or ["p3"])
         choice = lifecycle.ModelChoice(path=model, scale=scale, placements=tuple(placements),
                                        bra_options=bra_options)
-        if model is None:
-            templates.render(scale, placements, **bra_options)  # validate options before any work
-        result = lifecycle.train(paths[0] if paths else None, choice, weights, epochs=epochs, imgsz=imgsz,
-                                 batch=batch, device=device, workers=workers, project=project, name=name, seed=seed,
-                                 allow_download=allow_download, extras=extras)
+        result = lifecycle.train(paths[0] if paths else None, choice, weights, epochs=epochs,
+                                 imgsz=opt.rounded_imgsz(imgsz), batch=batch, device=device, workers=workers,
+                                 project=project, name=name, seed=seed, allow_download=allow_download, extras=extras)
     _render(result)
     opt.emit_json(json_out, result.to_dict(), force)
 

@@ -203,7 +203,8 @@ def train(
             yolo.add_callback(event, fn)
         overrides = {k: v for k, v in {"device": device, "data": data and str(resolve_data(data, allow_download))}
                      .items() if v is not None}
-        yolo.train(resume=True, trainer=BraDetectionTrainer, **overrides)
+        # ultralytics applies the few it allows on resume (batch, workers, patience …) and warns about the rest
+        yolo.train(resume=True, trainer=BraDetectionTrainer, **extras, **overrides)
         return _train_result(yolo, model="resumed " + str(last), data=str(yolo.trainer.args.data))
 
     if data is None:
