@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 from bracli.errors import UsageError
-from bracli.io import atomic_write_bytes
+from bracli.files import atomic_write_bytes
 from bracli.profile import ModelProfile, Profile
 
 

@@ -21,6 +21,7 @@ import yaml
 
 from bracli import __version__
 from bracli.errors import BracliError, UsageError
+from bracli.nn.options import check_bra_options
 
 TEMPLATE = "yolov8.yaml"
 BRA_MODULE = "BiLevelRoutingAttention"
@@ -145,7 +146,9 @@ def render(scale: str, placements: Sequence[str] = ("p3",), *, nc: int = 80, n_w
     """
     _check_scale(scale)
     chosen = parse_placements(placements)
-    _check_options(nc=nc, n_win=n_win, topk=topk, heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim)
+    if not isinstance(nc, int) or isinstance(nc, bool) or nc < 1:
+        raise UsageError(f"nc={nc!r} is invalid; it must be a positive integer")
+    check_bra_options(n_win=n_win, num_heads=heads, topk=topk, side_dwconv=side_dwconv, qk_dim=qk_dim)
     template = load_template()
     rows = _rows(template)
     strides = _strides(rows)
@@ -163,7 +166,8 @@ def render(scale: str, placements: Sequence[str] = ("p3",), *, nc: int = 80, n_w
             name = bra_after[old]
             dim = _channels(rows[old], scale)
             layer_qk_dim = dim if qk_dim is None else qk_dim
-            _check_heads(heads, dim, layer_qk_dim, name, scale)
+            check_bra_options(n_win=n_win, num_heads=heads, topk=topk, side_dwconv=side_dwconv, qk_dim=layer_qk_dim,
+                              dim=dim, where=f" at {name} for scale {scale}")
             part.append([-1, 1, BRA_MODULE, [dim, n_win, heads, topk, layer_qk_dim, side_dwconv]])
             layers.append({"index": new_index[old] + 1, "placement": name, "follows": new_index[old],
                            "channels": dim, "stride": strides[old]})
@@ -285,28 +289,3 @@ def _remap(frm: int | list[int], old: int, new: int, source: dict[int, int]) -> 
 def _check_scale(scale: str) -> None:
     if scale not in SCALES:
         raise UsageError(f"unknown scale '{scale}'; choose one of {', '.join(SCALES)} (see bra init --list)")
-
-
-def _check_options(*, nc: int, n_win: int, topk: int, heads: int, side_dwconv: int, qk_dim: int | None) -> None:
-    named = {"nc": nc, "n_win": n_win, "topk": topk, "heads": heads}
-    if qk_dim is not None:
-        named["qk_dim"] = qk_dim
-    for name, value in named.items():
-        if not _is_int(value) or value < 1:
-            raise UsageError(f"{name}={value!r} is invalid; it must be a positive integer")
-    if topk > n_win**2:
-        raise UsageError(f"topk={topk} exceeds the n_win²={n_win**2} regions there are (n_win={n_win})")
-    if not _is_int(side_dwconv) or side_dwconv < 0 or (side_dwconv and side_dwconv % 2 == 0):
-        raise UsageError(f"side_dwconv={side_dwconv!r} is invalid; it must be an odd kernel size (e.g. 3, 5), "
-                         "or 0 to switch the local context conv off")
-
-
-def _check_heads(heads: int, dim: int, qk_dim: int, placement: str, scale: str) -> None:
-    if dim % heads:
-        raise UsageError(f"heads={heads} does not divide the {dim} channels at {placement} for scale {scale}")
-    if qk_dim % heads:
-        raise UsageError(f"heads={heads} does not divide qk_dim={qk_dim}")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -29,14 +29,14 @@ def check_json_target(json_out: Path | None, force: bool) -> None:
         return
     if str(json_out) == "-":
         raise UsageError("--json needs a file path here (ultralytics logs to stdout)")
-    from bracli.io import check_writable
+    from bracli.files import check_writable
 
     check_writable(json_out, force)
 
 
 def emit_json(json_out: Path | None, payload: dict, force: bool) -> None:
     if json_out:
-        from bracli.io import write_json
+        from bracli.files import write_json
 
         write_json(json_out, payload, force=force)
 

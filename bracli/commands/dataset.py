@@ -38,7 +38,7 @@ def check(
     """
     from bracli.dataset.check import check as run_check
     from bracli.dataset.report import render
-    from bracli.io import check_writable, write_json
+    from bracli.files import check_writable, write_json
     from bracli.ui import console, err_console
 
     if json_path and json_path != "-":

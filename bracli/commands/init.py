@@ -45,7 +45,7 @@ def command(
         _print_choices()
         return
     from bracli import templates
-    from bracli.io import atomic_write_text, check_writable
+    from bracli.files import atomic_write_text, check_writable
 
     placements = templates.parse_placements(bra_after if bra_after is not None else ["p3"])
     if not placements:

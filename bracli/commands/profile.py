@@ -48,7 +48,7 @@ def command(
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing --json/--plot files."),
 ) -> None:
     """Measure a model's true cost: params, FLOPs with attention, latency, memory."""
-    from bracli.io import check_writable
+    from bracli.files import check_writable
     from bracli.ui import console, err_console
 
     measure = _selected(gflops, latency, memory)
@@ -77,7 +77,7 @@ def command(
 
         screen.print(f"[green]✔[/] wrote {plot_profile(result, plot, force=force)}", soft_wrap=True)
     if json_out is not None:
-        from bracli.io import write_json
+        from bracli.files import write_json
 
         written = write_json(json_out, result.to_dict(), force=force)
         if written is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bracli.dataset.report import Report
 from bracli.errors import UsageError
-from bracli.io import atomic_write_bytes, check_writable
+from bracli.files import atomic_write_bytes, check_writable
 
 PLOT_NAMES = ("class_histogram.png", "box_sizes.png", "box_centres.png", "image_sizes.png")
 STRIDES = (8, 16, 32)  # YOLOv8's P3, P4, P5 grids

@@ -21,7 +21,7 @@ offline.guard()
 from ultralytics.data.utils import IMG_FORMATS  # noqa: E402
 
 from bracli.errors import BracliError  # noqa: E402
-from bracli.io import atomic_write_text  # noqa: E402
+from bracli.files import atomic_write_text  # noqa: E402
 from bracli.paths import cache_root  # noqa: E402
 
 IMAGE_SUFFIXES = {f".{fmt}" for fmt in IMG_FORMATS}  # exactly what ultralytics will load

@@ -35,7 +35,7 @@ from bracli.engine import models  # noqa: E402
 from bracli.engine.data import resolve_data  # noqa: E402
 from bracli.engine.trainer import BraDetectionTrainer  # noqa: E402
 from bracli.errors import BracliError, MissingDependencyError, OutputExistsError, UsageError  # noqa: E402
-from bracli.io import atomic_write_text  # noqa: E402
+from bracli.files import atomic_write_text  # noqa: E402
 
 METRIC_KEYS = {"precision": "metrics/precision(B)", "recall": "metrics/recall(B)",
                "mAP50": "metrics/mAP50(B)", "mAP50-95": "metrics/mAP50-95(B)"}

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bracli.nn.options import check_bra_options
 from bracli.nn.routed import attend
 
 AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")  # a plain tuple: torch.compile traces it on every torch version
@@ -54,7 +55,8 @@ class BiLevelRoutingAttention(nn.Module):
                  side_dwconv: int = 3, auto_pad: bool = True) -> None:
         super().__init__()
         qk_dim = dim if qk_dim is None else qk_dim
-        _check(dim=dim, n_win=n_win, num_heads=num_heads, topk=topk, qk_dim=qk_dim, side_dwconv=side_dwconv)
+        check_bra_options(dim=dim, n_win=n_win, num_heads=num_heads, topk=topk, qk_dim=qk_dim,
+                          side_dwconv=side_dwconv)
         self.dim, self.n_win, self.num_heads, self.topk = dim, n_win, num_heads, topk
         self.qk_dim, self.side_dwconv, self.auto_pad = qk_dim, side_dwconv, auto_pad
         self.scale = qk_dim ** -0.5
@@ -134,18 +136,3 @@ class BiLevelRoutingAttention(nn.Module):
             routes = affinity.topk(self.topk, dim=-1).indices
             return routes + torch.arange(batch, device=q.device).view(-1, 1, 1) * affinity.shape[1]
 
-
-def _check(**values: int) -> None:
-    dim, qk_dim, heads = values["dim"], values["qk_dim"], values["num_heads"]
-    for name in ("dim", "n_win", "num_heads", "topk", "qk_dim"):
-        if not isinstance(values[name], int) or values[name] < 1:
-            raise ValueError(f"{name} must be a positive integer, got {values[name]!r}")
-    if dim % heads:
-        raise ValueError(f"dim={dim} is not divisible by num_heads={heads}")
-    if qk_dim % heads:
-        raise ValueError(f"qk_dim={qk_dim} is not divisible by num_heads={heads}")
-    if values["topk"] > values["n_win"] ** 2:
-        raise ValueError(f"topk={values['topk']} exceeds the n_win²={values['n_win'] ** 2} regions")
-    side = values["side_dwconv"]
-    if not isinstance(side, int) or side < 0 or (side and side % 2 == 0):
-        raise ValueError(f"side_dwconv must be 0 or an odd positive integer, got {side!r}")

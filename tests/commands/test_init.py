@@ -87,7 +87,7 @@ def test_refuses_to_overwrite_without_force(workdir, capsys):
         (["-a", "p3", "-a", "p3"], "'p3'"),
         (["-a", "p4,p4"], "'p4'"),
         (["-a", ","], "--bra-after"),
-        (["--heads", "7"], "heads=7 does not divide the 64 channels at p3 for scale n"),
+        (["--heads", "7"], "heads=7 does not divide the dim=64 channels at p3 for scale n"),
         (["--topk", "65"], "topk=65"),
         (["--n-win", "0"], "n_win=0"),
         (["--side-dwconv", "4"], "side_dwconv=4"),

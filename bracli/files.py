@@ -1,4 +1,4 @@
-"""File output that never loses what the user had: refuse to overwrite unless forced, write atomically."""
+"""Files that never lose what the user had: refuse to overwrite unless forced, write atomically."""
 
 from __future__ import annotations
 
