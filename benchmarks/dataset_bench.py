@@ -6,7 +6,7 @@ reported):
 
 - ultralytics: building ``YOLODataset`` for train and val with no label cache present — the scan every
   training run does on new data (``verify_image_label`` over a thread pool of its own sizing), through
-  the real ultralytics code path (imported after bracli's offline guard);
+  the real ultralytics code path (imported after bracli's set-up);
 - bracli: ``check()`` with the near-duplicate search (a reduced pixel decode per image), and without it
   (``near_dup_threshold=None``: headers, bytes and labels only), on all cores and on one.
 
@@ -103,9 +103,9 @@ def _ultralytics_scan(data_yaml: Path):
 
     ultralytics is imported here, before any timing, so its import time is not counted.
     """
-    from bracli.engine import offline
+    from bracli.engine.setup import setup
 
-    offline.guard()
+    setup()
     os.environ["YOLO_VERBOSE"] = "False"
     from ultralytics.data.dataset import YOLODataset
     from ultralytics.data.utils import check_det_dataset

@@ -2,11 +2,12 @@
 
 Commands live in ``bracli/commands/``; each imports torch/ultralytics inside its function body so
 that ``bra --help`` never pays for them. ``main`` is the one place that turns exceptions into a
-one-line message and an exit code (1 = failed / problems found, 2 = usage).
+one-line message and an exit code (1 = failed / problems found, 2 = usage, 130 = interrupted).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -18,7 +19,7 @@ from bracli.errors import BracliError
 
 app = typer.Typer(
     name="bra",
-    help="YOLOv8 + BiFormer's Bi-Level Routing Attention, from dataset to deployment. Offline and private.",
+    help="YOLO + BiFormer's Bi-Level Routing Attention, from dataset to deployment. Offline and private.",
     epilog="Start with: [bold]bra demo[/] — or [bold]bra init --scale n --bra-after p3[/]. "
     "Set BRA_DEBUG=1 for full tracebacks.",
     no_args_is_help=True,
@@ -26,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+INTERRUPTED = 130
 
 
 def _version(value: bool) -> None:
@@ -39,48 +41,61 @@ def _root(
     version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
-    """YOLOv8 + BiFormer's Bi-Level Routing Attention, from dataset to deployment."""
+    """YOLO + BiFormer's Bi-Level Routing Attention, from dataset to deployment."""
 
 
 for module in (init, train, val, predict, export, profile, demo):
     app.command(module.NAME, epilog=module.EPILOG)(module.command)
 app.add_typer(dataset.app, name="dataset")
 
+# Ordinary environment problems, named by what the user sees (not bugs, not "internal error").
+_OS_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "file not found",
+    errno.EISDIR: "is a folder, expected a file",
+    errno.ENOTDIR: "not a folder",
+    errno.EMFILE: "too many open files",
+}
+
 
 def _describe(exc: BaseException) -> tuple[str, int] | None:
     """Map exceptions a user can cause to (message, exit code); None means it is a bug."""
     if isinstance(exc, BracliError):
         return str(exc), exc.exit_code
-    if isinstance(exc, FileNotFoundError):
-        name = exc.filename or str(exc)
-        return f"file not found: {name}", 1
-    if isinstance(exc, PermissionError):
-        return f"permission denied: {exc.filename or exc}", 1
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         return f"missing dependency: the Python package '{exc.name}' is not installed", 1
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return "out of memory: try a smaller --batch or --imgsz", 1
+    if isinstance(exc, OSError) and exc.errno in _OS_ERRORS:
+        where = exc.filename or ""
+        return f"{_OS_ERRORS[exc.errno]}{': ' + str(where) if where else ''}", 1
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}{': ' + str(exc.filename) if exc.filename else ''}", 1
     return None
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    from bracli.output import error
+
     debug = os.environ.get("BRA_DEBUG", "") not in ("", "0")
     try:
         app(args=argv, prog_name="bra")
     except KeyboardInterrupt:
-        from bracli.ui import error
-
         error("interrupted")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except Exception as exc:
         if debug:
             raise
-        from bracli.ui import error
-
         described = _describe(exc)
         if described is None:
-            error(f"internal error: {type(exc).__name__}: {exc} — rerun with BRA_DEBUG=1 for the traceback "
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            error(f"internal error: {type(exc).__name__}: {first} — rerun with BRA_DEBUG=1 for the traceback "
                   "and report it")
             sys.exit(1)
         message, code = described

@@ -12,6 +12,10 @@ import pytest
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="bracli-test-config-"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+from bracli.engine.setup import setup
+
+setup()  # what every command does first: offline, private, restricted loading, BRA registered
+
 
 @dataclasses.dataclass
 class Outcome:

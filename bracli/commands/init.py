@@ -57,6 +57,9 @@ def command(
     check_writable(path, force)
     text = templates.to_yaml(model, templates.default_header(model))
 
+    from bracli.engine.setup import setup
+
+    setup()
     from bracli.engine import models
 
     built = models.build(model)
@@ -83,7 +86,7 @@ def _print_summary(path: Path, model: dict[str, Any], built: nn.Module) -> None:
     from rich import box
     from rich.table import Table
 
-    from bracli.profile import count_flops
+    from bracli.measure.flops import count_flops
     from bracli.templates import METADATA_KEY
     from bracli.ui import console, success, warn
 

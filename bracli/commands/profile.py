@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from bracli import options
 from bracli.errors import UsageError
+from bracli.output import Output
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
-    from bracli.profile import ModelProfile, Profile
+    from bracli.measure.report import CostReport, ModelCost
 
 NAME = "profile"
 EPILOG = ("Example: bra profile --scale n --bra-after p3 --imgsz 320,640,1280 --plot cost.png   "
@@ -20,12 +20,10 @@ EPILOG = ("Example: bra profile --scale n --bra-after p3 --imgsz 320,640,1280 --
 
 
 def command(
-    model: str | None = typer.Argument(None, help="A model YAML (bra init) or a .pt checkpoint; default: "
-                                       "rendered from --scale/--bra-after.", show_default=False),
-    scale: str | None = typer.Option(None, "--scale", "-s", help="Scale to render when no MODEL: n, s, m, l, x.",
-                                     show_default="n"),
-    bra_after: list[str] | None = typer.Option(None, "--bra-after", "-a", help="Placements to render when no "
-                                               "MODEL (repeat or comma list).", show_default="p3"),
+    model: str | None = typer.Argument(None, help="A model YAML or a .pt checkpoint; default: rendered from "
+                                       "--scale/--bra-after.", show_default=False),
+    scale: options.Scale = None,
+    bra_after: options.BraAfter = None,
     gflops: bool | None = typer.Option(None, "--gflops/--no-gflops", help="Parameters and FLOPs counted at the "
                                        "full input size, per BRA layer, next to ultralytics' estimate.",
                                        show_default=False),
@@ -33,55 +31,50 @@ def command(
                                         "and p10–p90.", show_default=False),
     memory: bool | None = typer.Option(None, "--memory/--no-memory", help="Peak memory of a forward and of a "
                                        "forward+backward.", show_default=False),
-    imgsz: list[str] = typer.Option(["640"], "--imgsz", help="Input size(s): 640, or 384x640 (height×width); "
-                                    "repeat or comma list for a table of growth."),
-    batch: int = typer.Option(1, "--batch", min=1, help="Images per forward."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or N."),
+    imgsz: options.ImgszList = ["640"],  # noqa: B006 -- typer reads the default list, never mutates it
+    batch: options.Batch = 1,
+    device: options.Device = None,
     compare: bool = typer.Option(True, "--compare/--no-compare", help="Also profile the vanilla YOLOv8 of the "
                                  "same scale and show ratios."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed forwards before timing."),
     runs: int = typer.Option(10, "--runs", min=1, help="Timed forwards."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write every number as JSON here ('-' = stdout).",
-                                         show_default=False),
     plot: Path | None = typer.Option(None, "--plot", help="Draw how each figure grows with the input size "
                                      "(PNG; needs two or more --imgsz).", show_default=False),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing --json/--plot files."),
+    trust_checkpoint: options.TrustCheckpoint = False,
+    json_out: options.JsonOut = None,
+    force: options.Force = False,
 ) -> None:
     """Measure a model's true cost: params, FLOPs with attention, latency, memory."""
-    from bracli.files import check_writable
-    from bracli.ui import console, err_console
-
+    out = Output(json_out, force=force)
     measure = _selected(gflops, latency, memory)
     if model is not None and model.isdigit() and not Path(model).exists():
         raise UsageError(f"'{model}' is not a model file; for several sizes write --imgsz 640,{model} "
                          "(or repeat --imgsz)")
-    to_stdout = json_out is not None and str(json_out) == "-"
-    if json_out is not None and not to_stdout:
-        check_writable(json_out, force)
+    sizes = options.imgsz_sizes(imgsz, notice=out.warn)
+    device = options.device(device)
     if plot is not None:
+        if len(sizes) < 2:
+            raise UsageError("--plot needs at least two --imgsz values, e.g. --imgsz 320,640,1280")
+        from bracli.files import check_writable
+
         check_writable(plot, force)
 
-    from bracli.profile import parse_imgsz, profile
+    from bracli.engine.setup import setup
 
-    sizes = parse_imgsz(imgsz)
-    if plot is not None and len(sizes) < 2:
-        raise UsageError("--plot needs at least two --imgsz values, e.g. --imgsz 320,640,1280")
-    with err_console.status("profiling…") as status:
-        result = profile(model, sizes, batch=batch, device=device, gflops=measure[0], latency=measure[1],
-                         memory=measure[2], compare=compare, scale=scale, bra_after=bra_after, warmup=warmup,
-                         runs=runs, progress=lambda message: status.update(f"profiling: {message}"))
-    screen = err_console if to_stdout else console  # stdout carries nothing but the JSON then
-    _render(result, screen)
+    setup(trust_checkpoints=options.trust_checkpoints(trust_checkpoint))
+    from bracli.engine.cost import measure_cost
+
+    with out.console.status("profiling…") as status:
+        result = measure_cost(model, sizes, batch=batch, device=device, gflops=measure[0], latency=measure[1],
+                              memory=measure[2], compare=compare, scale=scale, bra_after=bra_after, warmup=warmup,
+                              runs=runs, progress=lambda message: status.update(f"profiling: {message}"),
+                              notice=out.warn)
+    _render(result, out)
     if plot is not None:
-        from bracli.profile_plot import plot_profile
+        from bracli.measure.plot import plot_cost
 
-        screen.print(f"[green]✔[/] wrote {plot_profile(result, plot, force=force)}", soft_wrap=True)
-    if json_out is not None:
-        from bracli.files import write_json
-
-        written = write_json(json_out, result.to_dict(), force=force)
-        if written is not None:
-            screen.print(f"[green]✔[/] wrote {written}", soft_wrap=True)
+        out.wrote(plot_cost(result, plot, force=force))
+    out.emit(result)
 
 
 def _selected(gflops: bool | None, latency: bool | None, memory: bool | None) -> tuple[bool, bool, bool]:
@@ -93,8 +86,10 @@ def _selected(gflops: bool | None, latency: bool | None, memory: bool | None) ->
     return chosen
 
 
-def _render(result: Profile, console: Console) -> None:
-    from bracli.profile import FLOPS_COUNTED, GFLOPS_UNIT
+def _render(result: CostReport, out: Output) -> None:
+    from bracli.measure.flops import FLOPS_COUNTED, GFLOPS_UNIT
+
+    console = out.console
 
     model = result.model
     bra_total = sum(model.bra_params.values())
@@ -123,7 +118,7 @@ def _render(result: Profile, console: Console) -> None:
     for line in lines:
         console.print(f"[dim]{line}[/]", soft_wrap=True)
     for note in result.notes:
-        console.print(f"[yellow]⚠ {note}[/]", soft_wrap=True)
+        out.warn(note)
 
 
 def _table(title: str, columns: list[str]):
@@ -145,7 +140,7 @@ def _ms(value: float) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
 
-def _cost_table(model: ModelProfile):
+def _cost_table(model: ModelCost):
     first = model.sizes[0]
     columns = ["imgsz"]
     if first.flops:
@@ -172,7 +167,7 @@ def _cost_table(model: ModelProfile):
     return table
 
 
-def _bra_table(model: ModelProfile):
+def _bra_table(model: ModelCost):
     table = _table(f"BRA layers of {model.name}", ["layer", "imgsz", "input C×H×W", "regions", "padded", "GFLOPs",
                                                   "share", "params"])
     for index, params in model.bra_params.items():
@@ -194,7 +189,7 @@ def _bra_table(model: ModelProfile):
     return table
 
 
-def _ratio_table(result: Profile):
+def _ratio_table(result: CostReport):
     baseline = result.baseline
     ratios = result.ratios()
     columns = [("imgsz", None), ("params", "params"), ("GFLOPs", "gflops"), ("latency", "latency"),

@@ -7,12 +7,15 @@ from typing import Annotated
 
 import typer
 
-from bracli.commands import _shared as opt
+from bracli import options
 from bracli.errors import UsageError
+from bracli.output import Output
 
 NAME = "train"
 EPILOG = ("Example: bra train data.yaml --epochs 50 --scale s --bra-after p3,p4 --weights yolov8s.pt lr0=0.005  "
-          "·  Resume: bra train --resume [runs/detect/train/weights/last.pt]")
+          "·  Resume: bra train --resume [runs/detect/train]")
+OWN_EXTRAS = {"epochs": "--epochs", "imgsz": "--imgsz", "batch": "--batch", "device": "--device",
+              "workers": "--workers", "seed": "--seed"}
 
 
 def command(
@@ -20,74 +23,88 @@ def command(
         metavar="[DATA] [KEY=VALUE]...",
         help="data.yaml (default: the built-in sample dataset), then any ultralytics argument as key=value.")] = None,
     model: Annotated[Path | None, typer.Option("--model", help="Model YAML or .pt to train (default: render "
-                                                "--scale/--bra-after).")] = None,
-    scale: Annotated[str, typer.Option("--scale", help="n, s, m, l or x (when rendering).")] = "n",
-    bra_after: Annotated[list[str] | None, typer.Option("--bra-after", help="Placements, repeatable or comma "
-                                                         "separated (default p3).")] = None,
-    n_win: Annotated[int | None, typer.Option("--n-win", help="BRA regions per side.")] = None,
-    topk: Annotated[int | None, typer.Option("--topk", help="BRA routed regions per query region.")] = None,
-    heads: Annotated[int | None, typer.Option("--heads", help="BRA attention heads.")] = None,
-    side_dwconv: Annotated[int | None, typer.Option("--side-dwconv", help="BRA LCE kernel (odd, 0 = off).")] = None,
-    qk_dim: Annotated[int | None, typer.Option("--qk-dim", help="BRA q/k channels (default = dim).")] = None,
+                                                "--scale/--bra-after).", show_default=False)] = None,
+    scale: options.Scale = None,
+    bra_after: options.BraAfter = None,
+    n_win: options.NWin = None,
+    topk: options.Topk = None,
+    heads: options.Heads = None,
+    side_dwconv: options.SideDwconv = None,
+    qk_dim: options.QkDim = None,
     weights: Annotated[Path | None, typer.Option("--weights", help="Local checkpoint to start from (vanilla "
-                                                  "YOLOv8 or BRA); weights move across inserted layers.")] = None,
+                                                  "YOLO or BRA); weights move across inserted layers.",
+                                                  show_default=False)] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 50,
-    imgsz: opt.Imgsz = 640,
-    batch: opt.Batch = 16,
-    device: opt.Device = None,
+    imgsz: options.Imgsz = 640,
+    batch: options.Batch = 16,
+    device: options.Device = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Dataloader workers (forced to 0 on CPU).")] = 8,
-    project: opt.Project = None,
-    name: Annotated[str | None, typer.Option("--name", help="Run name (default train, train-2, …).")] = None,
+    project: options.Project = None,
+    name: options.Name = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run: the newest last.pt, or "
                                          "the checkpoint/run folder given as DATA.")] = False,
-    allow_download: opt.AllowDownload = False,
-    json_out: opt.JsonOut = None,
-    force: opt.Force = False,
+    allow_download: options.AllowDownload = False,
+    trust_checkpoint: options.TrustCheckpoint = False,
+    json_out: options.JsonOut = None,
+    force: options.Force = False,
 ) -> None:
     """Train a BRA detector (built-in sample data by default)."""
-    paths, extra_pairs = opt.split_positionals(args, 1, "data file")
-    bra_options = {k: v for k, v in {"n_win": n_win, "topk": topk, "heads": heads, "side_dwconv": side_dwconv,
-                                     "qk_dim": qk_dim}.items() if v is not None}
-    if model and (bra_after or bra_options):
+    out = Output(json_out, force=force)
+    paths, extra_pairs = options.split_positionals(args, 2 if resume else 1, "data file")
+    extras = options.parse_extras(extra_pairs, OWN_EXTRAS)
+    bra = options.bra_options(n_win=n_win, topk=topk, heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim)
+    if model and (bra_after or bra):
         raise UsageError("--model takes the architecture from its file; drop --bra-after/--n-win/… or --model")
-    opt.check_json_target(json_out, force)
-    if resume and (model or weights or bra_after or bra_options):
-        raise UsageError("--resume continues a run as it was; it takes no model or weights options")
+    if resume and (model or weights or bra_after or bra or scale):
+        raise UsageError("--resume continues a run as it was; it takes no model, scale or weights options")
+    imgsz = options.imgsz(imgsz, notice=out.warn)
+    device = options.device(device)
 
     from bracli import templates
 
     placements = templates.parse_placements(bra_after or ["p3"])
     if not resume and model is None:
-        templates.render(scale, placements, **bra_options)  # bad options fail before torch is imported
+        templates.render(scale or "n", placements, **bra)  # bad options fail before torch is imported
 
-    from bracli.engine import lifecycle
+    from bracli.engine.setup import setup
 
-    extras = lifecycle.parse_extras(extra_pairs)
-    if resume:
-        target = paths[0] if paths else True
-        result = lifecycle.train(resume=target, device=device, project=project, extras=extras)
-    else:
-        choice = lifecycle.ModelChoice(path=model, scale=scale, placements=tuple(placements),
-                                       bra_options=bra_options)
-        result = lifecycle.train(paths[0] if paths else None, choice, weights, epochs=epochs,
-                                 imgsz=opt.rounded_imgsz(imgsz), batch=batch, device=device, workers=workers,
-                                 project=project, name=name, seed=seed, allow_download=allow_download, extras=extras)
-    _render(result)
-    opt.emit_json(json_out, result.to_dict(), force)
+    setup(trust_checkpoints=options.trust_checkpoints(trust_checkpoint))
+    from bracli.engine import train
+
+    with out.library_output():
+        if resume:
+            target, data = _resume_arguments(paths)
+            result = train.train(data, resume=target, device=device, project=project,
+                                 allow_download=allow_download, extras=extras, notice=out.warn)
+        else:
+            choice = train.ModelChoice(path=model, scale=scale, placements=tuple(placements), bra_options=bra)
+            result = train.train(paths[0] if paths else None, choice, weights, epochs=epochs, imgsz=imgsz,
+                                 batch=batch, device=device, workers=workers, project=project, name=name, seed=seed,
+                                 allow_download=allow_download, extras=extras, notice=out.warn)
+    render(result, out)
+    out.emit(result)
 
 
-def _render(result) -> None:
-    from bracli.commands._shared import metrics_table
-    from bracli.ui import console, success
+def _resume_arguments(paths: list[str]) -> tuple[str | bool, str | None]:
+    """``--resume [RUN] [DATA]``: the run (a checkpoint or run folder; default the newest) and an optional data.yaml."""
+    run = [p for p in paths if not p.lower().endswith((".yaml", ".yml"))]
+    data = [p for p in paths if p.lower().endswith((".yaml", ".yml"))]
+    if len(run) > 1 or len(data) > 1:
+        raise UsageError(f"--resume takes a run (checkpoint or folder) and optionally its data.yaml, got {paths}")
+    return (run[0] if run else True), (data[0] if data else None)
 
-    console.print()
+
+def render(result, out: Output) -> None:
+    from bracli.output import metrics_table
+
+    out.print()
     if result.transfer:
-        console.print(f"weights: {result.transfer['summary']}")
-    console.print(metrics_table(f"final metrics ({result.epochs} epochs, validation split)", result.metrics))
-    success(f"run folder: {result.run_dir}")
+        out.info(f"weights: {result.transfer['summary']}")
+    out.print(metrics_table(f"final metrics ({result.epochs} epochs, validation split)", result.metrics))
+    out.ok(f"run folder: {result.run_dir}")
     if result.best:
-        console.print(f"  best weights: {result.best}")
+        out.info(f"  best weights: {result.best}")
     if result.last:
-        console.print(f"  last weights: {result.last}")
-    console.print(f"  bracli options: {result.run_dir / 'bracli.yaml'}")
+        out.info(f"  last weights: {result.last}")
+    out.info(f"  bracli options: {result.run_dir / 'bracli.yaml'}")

@@ -1,6 +1,8 @@
 """The one seam between bracli and ultralytics.
 
-- ``offline``: environment and settings that keep ultralytics offline and private (no ultralytics import).
-- ``register``: makes BRA resolvable by ultralytics' YAML parser (no ultralytics import until needed).
-- the other modules import ultralytics; the offline guard is applied before they do.
+Call ``bracli.engine.setup.setup()`` before importing the other modules (they import ultralytics at
+their top): it keeps ultralytics offline and private, turns on restricted checkpoint loading and
+registers BRA. Then one module per verb — ``train``, ``val``, ``predict``, ``export`` (with ``parity``),
+``cost`` (what `bra profile` measures) — built on ``checkpoint`` (read once, restricted), ``models``
+(YAMLs read as data), ``data`` (data.yaml checks), ``runs`` (run folders), ``transfer`` and ``trainer``.
 """

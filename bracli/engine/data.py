@@ -13,16 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ultralytics.data.utils import IMG_FORMATS
 
-from bracli.engine import offline
-
-offline.guard()
-
-from ultralytics.data.utils import IMG_FORMATS  # noqa: E402
-
-from bracli.errors import BracliError  # noqa: E402
-from bracli.files import atomic_write_text  # noqa: E402
-from bracli.paths import cache_root  # noqa: E402
+from bracli.errors import BracliError
+from bracli.files import atomic_write_text
+from bracli.paths import cache_root
 
 IMAGE_SUFFIXES = {f".{fmt}" for fmt in IMG_FORMATS}  # exactly what ultralytics will load
 

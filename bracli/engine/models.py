@@ -1,74 +1,119 @@
-"""Building and loading ultralytics detection models with BRA registered.
+"""Model YAMLs read as data and built by ultralytics, with one-line reasons when they cannot be.
 
-Importing this module applies the offline guard first, then imports ultralytics.
+A model YAML from someone else is parsed (``yaml.safe_load``), never evaluated: its ``activation:`` must
+be a plain ``nn.Name(literals)`` call, as ultralytics' restricted parser accepts, whatever the trust
+setting for checkpoints. ultralytics reads the scale from the file name; bracli says so, and fills in a
+missing letter from ``--scale`` (or ``n``, with a notice) instead of letting it be guessed silently.
 """
 
 from __future__ import annotations
 
 import copy
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bracli.engine import offline
+import yaml
+from torch import nn
+from ultralytics.nn.tasks import DetectionModel, SegmentationModel, _SafeLoad, guess_model_task
 
-offline.guard()
+from bracli.errors import BracliError, UsageError
 
-import torch  # noqa: E402
-from ultralytics.nn.tasks import DetectionModel, guess_model_scale, yaml_model_load  # noqa: E402
-
-from bracli.engine.register import register  # noqa: E402
-from bracli.errors import BracliError, UsageError  # noqa: E402
-
-offline.settle_settings()
-register()
-
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
+YAML_SUFFIXES = (".yaml", ".yml")
+SCALE_IN_NAME = re.compile(r"yolo(e-)?v?\d+([nslmx])")  # ultralytics' guess_model_scale
+MODEL_CLASSES = {"detect": DetectionModel, "segment": SegmentationModel}
 
 
-def model_dict(spec: str | Path | dict[str, Any]) -> dict[str, Any]:
-    """A model YAML as ultralytics reads it (scale taken from the file name, as ultralytics does)."""
-    if isinstance(spec, dict):
-        return copy.deepcopy(spec)
-    path = Path(spec)
+def scale_in_name(path: str | Path) -> str | None:
+    """The scale ultralytics will read from a model file's name, or None when the name has none."""
+    match = SCALE_IN_NAME.search(Path(path).stem)
+    return match.group(2) if match else None
+
+
+def read_model_yaml(path: str | Path, *, scale: str | None = None,
+                    notice: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """A model YAML file as the dict ultralytics builds from, checked, with its scale decided.
+
+    ``scale`` (``--scale``) fills in a name without a scale letter and must agree with one that has it.
+    """
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in YAML_SUFFIXES:
+        raise UsageError(f"{path} is not a model YAML (.yaml)")
     if not path.is_file():
         raise BracliError(f"model file not found: {path}")
-    if path.suffix not in (".yaml", ".yml"):
-        raise UsageError(f"{path} is not a model YAML (.yaml)")
-    if not guess_model_scale(path):
-        raise UsageError(f"{path.name} has no scale letter in its name (e.g. yolov8n-bra-p3.yaml); "
-                         "ultralytics takes the scale from the file name")
     try:
-        return yaml_model_load(path)
-    except Exception as e:
-        raise BracliError(f"cannot read model YAML {path}: {e}") from e
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    check_model_dict(data, path)
+    in_name = scale_in_name(path)
+    scales = data.get("scales") or {}
+    if in_name and scale and in_name != scale:
+        raise UsageError(f"{path.name} is scale '{in_name}' (ultralytics reads it from the file name) but --scale "
+                         f"is '{scale}'; drop --scale or use a file of that scale")
+    chosen = in_name or scale
+    if scales and chosen is None:
+        chosen = "n" if "n" in scales else next(iter(scales))
+        if notice:
+            notice(f"{path.name} has no scale letter in its name; building scale '{chosen}' (pass --scale to choose)")
+    if scales and chosen not in scales:
+        raise UsageError(f"{path.name} defines scales {', '.join(scales)}, not '{chosen}'")
+    return {**data, "scale": chosen or "", "yaml_file": str(path)}
 
 
-def build(spec: str | Path | dict[str, Any], nc: int | None = None, verbose: bool = False) -> DetectionModel:
-    """Build a detection model from a YAML path or a rendered dict; errors become one-line messages."""
-    cfg = model_dict(spec)
+def check_model_dict(data: Any, source: str | Path = "model") -> None:
+    """The shape of a model YAML, and nothing in it that would be evaluated."""
+    if not isinstance(data, dict):
+        raise UsageError(f"{source} is not a model YAML (expected a mapping with backbone and head)")
+    if "backbone" not in data and ({"train", "val"} & set(data) or "names" in data):
+        raise UsageError(f"{source} is a dataset YAML (train/val/names), not a model; give it as the data argument")
+    for key in ("backbone", "head"):
+        rows = data.get(key)
+        if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == 4 for r in rows):
+            raise UsageError(f"{source}: '{key}' must be a list of [from, repeats, module, args] rows")
+    activation = data.get("activation")
+    if activation is not None:
+        try:
+            _SafeLoad.activation(str(activation))
+        except TypeError as e:
+            raise UsageError(f"{source}: activation {str(activation)[:60]!r} is not a plain nn.Name(...) call; "
+                             "bracli never evaluates YAML strings") from e
+
+
+def model_dict(spec: str | Path | dict[str, Any], *, scale: str | None = None,
+               notice: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """A model as the dict ultralytics builds from: a rendered dict (copied) or a YAML file."""
+    if isinstance(spec, dict):
+        check_model_dict(spec)
+        return copy.deepcopy(spec)
+    return read_model_yaml(spec, scale=scale, notice=notice)
+
+
+def task_of(cfg: dict[str, Any]) -> str:
+    """detect or segment, from the head module (as ultralytics decides)."""
+    task = guess_model_task(cfg)
+    if task not in MODEL_CLASSES:
+        raise UsageError(f"bracli builds detect and segment models; this model's head is for '{task}'")
+    return task
+
+
+def build(spec: str | Path | dict[str, Any], nc: int | None = None, verbose: bool = False, *,
+          scale: str | None = None) -> DetectionModel:
+    """Build a detection or segmentation model; errors become one-line messages."""
+    cfg = model_dict(spec, scale=scale)
+    task = task_of(cfg)
+    rows = cfg["backbone"] + cfg["head"]
     try:
-        return DetectionModel(cfg, nc=nc, verbose=verbose)
+        return MODEL_CLASSES[task](cfg, nc=nc, verbose=verbose)
     except KeyError as e:
-        raise BracliError(f"unknown module {e} in model YAML (bracli adds BiLevelRoutingAttention only)") from e
-    except (ValueError, TypeError, RuntimeError, IndexError) as e:
-        raise BracliError(f"cannot build the model: {e}") from e
+        name = str(e.args[0]) if e.args else str(e)
+        where = next((f" (row {i})" for i, row in enumerate(rows) if row[2] == name), "")
+        raise UsageError(f"unknown module '{name}'{where} in the model YAML; bracli adds BiLevelRoutingAttention "
+                         "to ultralytics' modules") from e
+    except (ValueError, TypeError, RuntimeError, IndexError, AttributeError) as e:
+        raise BracliError(f"cannot build the model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
 
-def read(weights: str | Path) -> tuple[DetectionModel, dict[str, Any]]:
-    """The detection model (fp32) and the whole checkpoint dict of a local file; never downloads."""
-    path = Path(weights)
-    if not path.is_file():
-        raise BracliError(f"weights file not found: {path} (bracli never downloads weights; give a local path)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise BracliError(f"{path} is not a readable PyTorch checkpoint: {e}") from e
-    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
-    if not isinstance(model, DetectionModel):
-        raise BracliError(f"{path} is not an ultralytics detection checkpoint (no detection model inside)")
-    return model.float(), ckpt
-
-
-def load(weights: str | Path) -> DetectionModel:
-    """Load a detection model from a local checkpoint; never downloads."""
-    return read(weights)[0]
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -23,8 +23,16 @@ def registered_modules() -> dict[str, type]:
     return {"BiLevelRoutingAttention": BiLevelRoutingAttention}
 
 
+def checkpoint_classes() -> list[type]:
+    """Every bracli class a checkpoint pickles: allowed by restricted (``weights_only``) loading."""
+    from bracli.nn.bra import BiLevelRoutingAttention, QKVLinear
+
+    return [BiLevelRoutingAttention, QKVLinear]
+
+
 def register(tasks: ModuleType | None = None) -> None:
-    """Add bracli's modules to ultralytics' YAML vocabulary (idempotent)."""
+    """Add bracli's modules to ultralytics' YAML vocabulary and to torch's restricted-loading allow-list
+    (idempotent)."""
     if tasks is None:
         import importlib
 
@@ -34,6 +42,9 @@ def register(tasks: ModuleType | None = None) -> None:
         if current is not None and current is not cls:
             raise RuntimeError(f"{TASKS_MODULE} already defines a different '{name}'; bracli will not replace it")
         setattr(tasks, name, cls)
+    import torch
+
+    torch.serialization.add_safe_globals(checkpoint_classes())
 
 
 class _RegisterAfterExec(importlib.abc.Loader):

@@ -1,24 +1,20 @@
-"""The trainer bra uses: ultralytics' detection trainer, plus BRA registration and index-aware weights.
+"""The trainers bra uses: ultralytics' detection and segmentation trainers, plus BRA registration and
+index-aware weights.
 
 Living in an importable module matters: ultralytics' multi-GPU launcher pickles the trainer class by
-reference and re-imports it in every worker process, and importing this module registers BRA there.
+reference and re-imports it in every worker process; constructing a trainer registers BRA there.
 """
 
 from __future__ import annotations
 
-from bracli.engine import offline
+import torch
+from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.models.yolo.segment import SegmentationTrainer
+from ultralytics.nn.tasks import DetectionModel
+from ultralytics.utils import LOGGER, RANK, YAML
 
-offline.guard()
-
-import torch  # noqa: E402
-from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
-from ultralytics.nn.tasks import DetectionModel  # noqa: E402
-from ultralytics.utils import LOGGER, RANK, YAML  # noqa: E402
-
-from bracli.engine.register import register  # noqa: E402
-from bracli.engine.transfer import TransferReport, transfer_weights  # noqa: E402
-
-register()
+from bracli.engine.register import register
+from bracli.engine.transfer import TransferReport, transfer_weights
 
 
 def offline_amp(amp: bool | str, device_type: str, bf16_supported: bool) -> tuple[bool | str, str | None]:
@@ -35,13 +31,14 @@ def offline_amp(amp: bool | str, device_type: str, bf16_supported: bool) -> tupl
                    "training in fp32 (bracli stays offline)")
 
 
-class BraDetectionTrainer(DetectionTrainer):
-    """Detection trainer that moves pretrained weights across inserted BRA layers by layer identity,
-    and uses only AMP modes that need no download."""
+class BraTrainerMixin:
+    """Moves pretrained weights across inserted BRA layers by layer identity, and uses only AMP modes that
+    need no download. Mixed into ultralytics' task trainers below."""
 
     transfer_report: TransferReport | None = None
 
     def __init__(self, *args, **kwargs) -> None:
+        register()
         super().__init__(*args, **kwargs)
         bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
         amp, note = offline_amp(self.args.amp, self.device.type, bf16)
@@ -58,3 +55,14 @@ class BraDetectionTrainer(DetectionTrainer):
             if RANK in {-1, 0}:
                 LOGGER.info(f"bracli: {self.transfer_report.summary()}")
         return model
+
+
+class BraDetectionTrainer(BraTrainerMixin, DetectionTrainer):
+    """ultralytics' detection trainer with bracli's weight transfer and offline AMP."""
+
+
+class BraSegmentationTrainer(BraTrainerMixin, SegmentationTrainer):
+    """ultralytics' segmentation trainer with bracli's weight transfer and offline AMP."""
+
+
+TRAINERS = {"detect": BraDetectionTrainer, "segment": BraSegmentationTrainer}

@@ -40,7 +40,7 @@ def test_writes_the_rendered_yaml_and_summarises_it(workdir, capsys):
     assert yaml.safe_load(text) == templates.render("n", ["p3"], nc=5)
 
     from bracli.engine import models
-    from bracli.profile import count_flops
+    from bracli.measure.flops import count_flops
 
     built = models.build(path)  # from the file, as ultralytics reads it: scale from the name
     params = sum(p.numel() for p in built.parameters())

@@ -67,7 +67,7 @@ def test_ultralytics_reads_the_sample_from_another_directory(tmp_path):
     data_yaml = write_sample(tmp_path / "s", n_train=2, n_val=1)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    code = ("import sys\nfrom bracli.engine import offline\noffline.guard()\n"
+    code = ("import sys\nfrom bracli.engine.setup import setup\nsetup()\n"
             "from ultralytics.data.utils import check_det_dataset\n"
             "d = check_det_dataset(sys.argv[1])\nprint(d['train']); print(d['val']); print(d['nc'])")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}

@@ -22,7 +22,7 @@ def train_options() -> dict:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, tiny_data):
     """A run interrupted after its first epoch, then resumed to the end: (first attempt's dir, final result)."""
-    from bracli.engine import lifecycle
+    from bracli.engine import train
 
     project = tmp_path_factory.mktemp("runs")
 
@@ -31,9 +31,9 @@ def trained(tmp_path_factory, tiny_data):
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        lifecycle.train(tiny_data, lifecycle.ModelChoice(), project=project, name="e2e",
+        train.train(tiny_data, train.ModelChoice(), project=project, name="e2e",
                         callbacks={"on_model_save": stop_after_first_epoch}, **TRAIN)
     last = project / "e2e" / "weights" / "last.pt"
     assert last.is_file()
-    result = lifecycle.train(resume=last, project=project)
+    result = train.train(resume=last, project=project)
     return project / "e2e", result

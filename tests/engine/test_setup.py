@@ -1,4 +1,5 @@
-"""Offline and private: the guard's settings, and a full train/val/predict run with no network attempt."""
+"""Set-up: offline and private settings, restricted loading, no telemetry, and a full train/val/predict run with
+no network attempt."""
 
 from __future__ import annotations
 
@@ -11,34 +12,40 @@ from pathlib import Path
 
 import pytest
 
-from bracli.engine import offline
+from bracli.engine import setup as engine_setup
 
 
-def test_guard_sets_environment_and_fonts(tmp_path, monkeypatch):
+def test_environment_and_fonts(tmp_path, monkeypatch):
     monkeypatch.delenv("YOLO_CONFIG_DIR", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    monkeypatch.setenv("YOLO_OFFLINE", "0")
-    offline.guard()
+    for key in ("YOLO_OFFLINE", "ORT_DISABLE_TELEMETRY", engine_setup.SAFE_LOAD):
+        monkeypatch.setenv(key, "0")
+    engine_setup.configure_environment()
     assert os.environ["YOLO_OFFLINE"] == "1"
     assert os.environ["YOLO_AUTOINSTALL"] == "False"
+    assert os.environ["ORT_DISABLE_TELEMETRY"] == "1"
+    assert os.environ[engine_setup.SAFE_LOAD] == "1"
     assert Path(os.environ["YOLO_CONFIG_DIR"]) == tmp_path / "bracli"
-    for name in offline.FONT_NAMES:
+    for name in engine_setup.FONT_NAMES:
         assert (tmp_path / "bracli" / "Ultralytics" / name).stat().st_size > 100_000
+    engine_setup.configure_environment(trust_checkpoints=True)
+    assert os.environ[engine_setup.SAFE_LOAD] == "0"
 
 
-def test_guard_respects_a_user_config_dir(tmp_path, monkeypatch):
+def test_respects_a_user_config_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "mine"))
-    offline.guard()
+    monkeypatch.setenv(engine_setup.SAFE_LOAD, "1")
+    engine_setup.configure_environment()
     assert os.environ["YOLO_CONFIG_DIR"] == str(tmp_path / "mine")
     assert (tmp_path / "mine" / "Ultralytics" / "Arial.ttf").is_file()
 
 
-def test_settings_private_after_import():
-    from ultralytics.utils import SETTINGS
+def test_settings_private_and_loading_restricted_after_setup():
+    from ultralytics.utils import SAFE_LOAD, SETTINGS
 
-    import bracli.engine.models  # noqa: F401 - applies the guard and settles the settings
-
-    assert all(SETTINGS[key] == value for key, value in offline.PRIVATE_SETTINGS.items())
+    engine_setup.setup()
+    assert all(SETTINGS[key] == value for key, value in engine_setup.PRIVATE_SETTINGS.items())
+    assert SAFE_LOAD  # the test session set up before ultralytics was imported, as every command does
 
 
 NETWORK_GUARD = """

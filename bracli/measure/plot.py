@@ -7,10 +7,10 @@ from pathlib import Path
 
 from bracli.errors import UsageError
 from bracli.files import atomic_write_bytes
-from bracli.profile import ModelProfile, Profile
+from bracli.measure.report import CostReport, ModelCost
 
 
-def plot_profile(profile: Profile, path: str | Path, force: bool = False) -> Path:
+def plot_cost(profile: CostReport, path: str | Path, force: bool = False) -> Path:
     """Draw GFLOPs, latency and memory against input pixels (one panel each) and write a PNG atomically.
 
     The x axis is the pixel count, so a cost that grows linearly with the image is a straight line.
@@ -46,7 +46,7 @@ def plot_profile(profile: Profile, path: str | Path, force: bool = False) -> Pat
     return atomic_write_bytes(path, buffer.getvalue(), force=force)
 
 
-def _draw(ax, panel: str, model: ModelProfile, x: list[float], style: dict[str, str]) -> None:
+def _draw(ax, panel: str, model: ModelCost, x: list[float], style: dict[str, str]) -> None:
     sizes = model.sizes
     if panel == "gflops":
         ax.plot(x, [s.flops.total_gflops for s in sizes], **style, label=model.name)

@@ -1,0 +1,122 @@
+"""Export a checkpoint to ONNX, TorchScript or OpenVINO, then prove the export computes what torch computes.
+
+The export is written in a temporary folder beside the target and moved into place only when complete,
+so a failed export never leaves half a file or replaces an existing one without ``--force``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bracli import options
+from bracli.engine.checkpoint import Checkpoint, read_checkpoint
+from bracli.engine.devices import check_device
+from bracli.engine.parity import Parity, check_parity, parity_image
+from bracli.errors import BracliError, MissingDependencyError, OutputExistsError, UsageError
+
+FORMATS = {"onnx": ("onnx", "onnxruntime"), "torchscript": (), "openvino": ("openvino",)}
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}  # other formats are folders
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    tolerance: float
+    parity: list[Parity]
+    image: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(p.agrees(self.tolerance) for p in self.parity)
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "format": self.format, "tolerance": self.tolerance, "ok": self.ok,
+                "image": self.image, "parity": [asdict(p) for p in self.parity]}
+
+
+def default_target(weights: Path, fmt: str) -> Path:
+    suffix = SUFFIXES.get(fmt)
+    return weights.with_suffix(suffix) if suffix else weights.parent / f"{weights.stem}_{fmt}_model"
+
+
+def _check_format(fmt: str, simplify: bool) -> str:
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        close = difflib.get_close_matches(fmt, FORMATS, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UsageError(f"unknown export format {fmt!r} (choose {', '.join(FORMATS)}){hint}")
+    for package in FORMATS[fmt] + (("onnxslim",) if fmt == "onnx" and simplify else ()):
+        if importlib.util.find_spec(package) is None:
+            raise MissingDependencyError(package, f"export to {fmt}")
+    return fmt
+
+
+def export(weights: str | Path | Checkpoint, *, format: str = "onnx", imgsz: int = 640, dynamic: bool = False,
+           half: bool = False, simplify: bool = True, opset: int | None = None, device: str | None = None,
+           out: str | Path | None = None, force: bool = False, conf: float | None = None,
+           iou: float | None = None) -> ExportResult:
+    """Export and then check the export against the torch model on the same letterboxed image."""
+    fmt = _check_format(format, simplify)
+    if opset is not None and fmt != "onnx":
+        raise UsageError("--opset applies to ONNX export only")
+    device = options.device(device)
+    if half and device in (None, "cpu"):
+        raise UsageError("--half needs a GPU: pass --device 0 (FP16 export is not supported on CPU)")
+    check_device(device)
+    imgsz = options.imgsz(imgsz)
+    checkpoint = weights if isinstance(weights, Checkpoint) else read_checkpoint(weights)
+    target = Path(out).expanduser().resolve() if out else default_target(checkpoint.path, fmt)
+    if target.exists() and not force:
+        raise OutputExistsError(target)
+    if fmt in SUFFIXES and target.suffix != SUFFIXES[fmt]:
+        raise UsageError(f"--out {target.name}: a {fmt} export ends in {SUFFIXES[fmt]}")
+    produced = _export(checkpoint, target, fmt, dict(imgsz=imgsz, dynamic=dynamic, half=half, simplify=simplify,
+                                                      **({"opset": opset} if opset is not None else {}),
+                                                      **({"device": device} if device is not None else {})),
+                       force)
+    sizes: list[tuple[int, int]] = [(imgsz, imgsz)]
+    if dynamic:
+        sizes.append((options.imgsz(imgsz * 3 // 4), imgsz))  # a rectangular input proves the dynamic axes
+    image = parity_image(checkpoint)
+    parity = check_parity(checkpoint.model, produced, image, sizes, half=half, device=device, conf=conf, iou=iou)
+    return ExportResult(path=produced, format=fmt, tolerance=tolerance(half), parity=parity, image=str(image))
+
+
+def tolerance(half: bool) -> float:
+    """Allowed max |export - torch| relative to the output's magnitude (box coordinates are in pixels)."""
+    return 1e-2 if half else 1e-4
+
+
+def _export(checkpoint: Checkpoint, target: Path, fmt: str, args: dict, force: bool) -> Path:
+    """Run ultralytics' exporter on a copy of the model, in a temporary folder; move the result to ``target``."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".bracli-export-", dir=target.parent)
+    except OSError as e:
+        raise BracliError(f"cannot write the export next to {target}: {e.strerror}") from e
+    try:
+        model = copy.deepcopy(checkpoint.model)  # the exporter fuses and switches heads to export mode in place
+        model.pt_path = str(Path(staging) / f"{target.stem}.pt")  # it names its output after this
+        staged = Checkpoint(path=checkpoint.path, data=checkpoint.data, model=model)
+        try:
+            produced = Path(staged.yolo().export(format=fmt, **args))
+        except (OSError, MemoryError):  # full disk, read-only folder, …: named as such by the CLI
+            raise
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BracliError(f"export to {fmt} failed: {first}") from e
+        if target.exists() and force:
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        os.replace(produced, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+

@@ -1,0 +1,222 @@
+"""Train (or resume) a BRA model with ultralytics' trainer, after every input was checked.
+
+The model is built from a rendered dict, a model YAML read as data, or a checkpoint read once; the
+trainer gets the built model and the source weights as objects (no file is read twice). A run that
+fails or is interrupted before it saved anything leaves no folder behind; an interrupted run that has
+a ``last.pt`` says how to resume it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from bracli import __version__, options
+from bracli.engine import models
+from bracli.engine.checkpoint import Checkpoint, read_checkpoint
+from bracli.engine.data import resolve_data
+from bracli.engine.devices import check_device
+from bracli.engine.extras import validate_extras
+from bracli.engine.runs import project_dir, resume_target, tidy_on_failure
+from bracli.engine.trainer import TRAINERS
+from bracli.errors import BracliError, UsageError
+from bracli.files import atomic_write_text
+
+METRIC_KEYS = {"precision": "metrics/precision(B)", "recall": "metrics/recall(B)",
+               "mAP50": "metrics/mAP50(B)", "mAP50-95": "metrics/mAP50-95(B)",
+               "mask_precision": "metrics/precision(M)", "mask_recall": "metrics/recall(M)",
+               "mask_mAP50": "metrics/mAP50(M)", "mask_mAP50-95": "metrics/mAP50-95(M)"}
+INTERRUPTED_EXIT = 130
+
+Notice = Callable[[str], None]
+
+
+def _log(message: str) -> None:
+    logging.getLogger("bracli").warning(message)
+
+
+class TrainingInterrupted(BracliError):
+    """Ctrl-C during training; the message says whether and how the run can be resumed."""
+
+    exit_code = INTERRUPTED_EXIT
+
+
+@dataclass
+class ModelChoice:
+    """The model to train: a YAML/checkpoint path, or render options for a fresh BRA model."""
+
+    path: Path | None = None
+    scale: str | None = None
+    placements: tuple[str, ...] = ("p3",)
+    bra_options: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        if self.path:
+            return {"path": str(self.path), **({"scale": self.scale} if self.scale else {})}
+        return {"scale": self.scale or "n", "placements": list(self.placements), **self.bra_options}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best: Path | None
+    last: Path | None
+    metrics: dict[str, float]
+    epochs: int
+    model: str
+    data: str
+    transfer: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+def metrics_of(results: dict[str, float] | None) -> dict[str, float]:
+    results = results or {}
+    return {name: float(results[key]) for name, key in METRIC_KEYS.items() if key in results}
+
+
+@dataclass
+class _Model:
+    """What the trainer is given: the model dict, a YAML to keep in the run folder, and where it came from."""
+
+    cfg: dict[str, Any]
+    name: str
+    text: str | None
+    source: Checkpoint | None = None
+
+
+def _materialise(choice: ModelChoice, notice: Notice) -> _Model:
+    if choice.path is not None and Path(choice.path).suffix.lower() == ".pt":
+        source = read_checkpoint(choice.path)
+        return _Model(cfg=dict(source.model.yaml), name=str(source.path), text=None, source=source)
+    if choice.path is not None:
+        cfg = models.read_model_yaml(choice.path, scale=choice.scale, notice=notice)
+        return _Model(cfg=cfg, name=Path(choice.path).name, text=None)
+    from bracli import templates
+
+    scale = choice.scale or "n"
+    cfg = templates.render(scale, list(choice.placements), **choice.bra_options)
+    name = templates.model_filename(scale, list(choice.placements))
+    header = f"rendered by bracli {__version__} for bra train: {choice.describe()}"
+    return _Model(cfg=cfg, name=name, text=templates.to_yaml(cfg, header))
+
+
+def _check_weights_fit(weights: Checkpoint, cfg: dict[str, Any]) -> None:
+    """Weights of another scale would transfer almost nothing: say so instead of training from scratch."""
+    model_scale = cfg.get("scale") or None
+    if weights.scale and model_scale and weights.scale != model_scale:
+        raise UsageError(f"--weights {weights.path.name} is scale '{weights.scale}' but the model is scale "
+                         f"'{model_scale}': its tensors would not fit; use --scale {weights.scale} or weights of "
+                         f"scale {model_scale}")
+
+
+def train(data: str | Path | None = None, model: ModelChoice | None = None, weights: str | Path | None = None, *,
+          epochs: int = 50, imgsz: int = 640, batch: int = 16, device: str | None = None, workers: int = 8,
+          project: str | Path | None = None, name: str | None = None, seed: int = 0,
+          resume: str | Path | bool | None = None, allow_download: bool = False,
+          extras: dict[str, Any] | None = None, callbacks: dict[str, Callable] | None = None,
+          notice: Notice = _log) -> TrainResult:
+    """Train a BRA detector; ``resume`` continues an interrupted run instead of starting one."""
+    extras = validate_extras(extras)
+    device = options.device(device)
+    check_device(device)
+    if resume:
+        return _resume(resume, data, device=device, project=project, allow_download=allow_download,
+                       extras=extras, callbacks=callbacks)
+    imgsz = options.imgsz(imgsz, notice=notice)
+    if data is None:
+        from bracli.dataset.sample import default_sample
+
+        data = default_sample()
+    data_path = resolve_data(data, allow_download)
+    source = read_checkpoint(weights) if weights else None
+    choice = model or ModelChoice()
+    built = _materialise(choice, notice)
+    if source is not None:
+        _check_weights_fit(source, built.cfg)
+    initial = source.model if source is not None else built.source.model if built.source is not None else None
+    root = project_dir(project, models.task_of(built.cfg))
+    args = {"model": built.name, "data": str(data_path), "epochs": epochs, "imgsz": imgsz, "batch": batch,
+            "workers": workers, "project": str(root), "seed": seed, "exist_ok": False, "pretrained": False,
+            **extras}
+    if name:
+        args["name"] = name
+    if device is not None:
+        args["device"] = device
+    run_info = {"bracli": __version__, "data": str(Path(data).resolve()), "data_resolved": str(data_path),
+                "model": choice.describe(), "weights": str(source.path) if source else None, "extras": extras}
+
+    def write_run_files(trainer) -> None:
+        report = trainer.transfer_report
+        info = {**run_info, "transfer": report.to_dict() if report else None}
+        save_dir = Path(trainer.save_dir)
+        atomic_write_text(save_dir / "bracli.yaml", yaml.safe_dump(info, sort_keys=False), force=True)
+        if built.text is not None:
+            atomic_write_text(save_dir / built.name, built.text, force=True)
+
+    def build(trainer) -> None:
+        trainer.model = trainer.get_model(cfg=built.cfg, weights=initial)
+
+    trainer = _run(TRAINERS[models.task_of(built.cfg)], args, root,
+                   {"on_pretrain_routine_end": write_run_files, **(callbacks or {})}, build)
+    return _result(trainer, model=str(choice.describe()), data=str(data_path))
+
+
+def _resume(resume: str | Path | bool, data: str | Path | None, *, device: str | None, project: str | Path | None,
+            allow_download: bool, extras: dict[str, Any], callbacks: dict[str, Callable] | None) -> TrainResult:
+    """Continue a run; its data.yaml gets the same checks as a fresh run's (a `download:` added since is refused)."""
+    last = resume_target(resume, project)
+    checkpoint = read_checkpoint(last)
+    if not checkpoint.resumable:
+        raise BracliError(f"{last} cannot be resumed: its run finished (or it is not a training checkpoint); "
+                          "start a new run with --weights to fine-tune from it")
+    stored = checkpoint.train_args.get("data")
+    if data is None and not (stored and Path(str(stored)).is_file()):
+        raise UsageError(f"the run's data file {stored!r} is not here; pass the data.yaml: bra train DATA --resume")
+    data_path = resolve_data(data if data is not None else stored, allow_download)
+    overrides = {"resume": str(last), "data": str(data_path), **extras}
+    if device is not None:
+        overrides["device"] = device
+    root = Path(checkpoint.train_args.get("save_dir") or last.parent.parent).parent
+    trainer = _run(TRAINERS.get(checkpoint.task, TRAINERS["detect"]), overrides, root, dict(callbacks or {}))
+    return _result(trainer, model="resumed " + str(last), data=str(trainer.args.data))
+
+
+def _run(trainer_class: type, overrides: dict[str, Any], root: Path, callbacks: dict[str, Callable],
+         prepare: Callable[[Any], None] | None = None):
+    """Construct and run the trainer. On failure or Ctrl-C no empty run folder is left (ultralytics makes it
+    while constructing); an interrupted run that saved a last.pt says how to resume it."""
+    trainer = None
+    try:
+        with tidy_on_failure(root):
+            trainer = trainer_class(overrides=overrides)
+            for event, fn in callbacks.items():
+                trainer.add_callback(event, fn)
+            if prepare is not None:
+                prepare(trainer)
+            trainer.train()
+    except KeyboardInterrupt:
+        last = Path(trainer.last) if trainer is not None else None
+        if last is not None and last.is_file():
+            raise TrainingInterrupted(f"interrupted; resume with: bra train --resume {trainer.save_dir}") from None
+        raise TrainingInterrupted("interrupted before the first epoch was saved; nothing to resume") from None
+    except torch.OutOfMemoryError as e:
+        raise BracliError("out of memory while training: try a smaller --batch or --imgsz") from e
+    return trainer
+
+
+def _result(trainer, model: str, data: str) -> TrainResult:
+    report = trainer.transfer_report
+    best = Path(trainer.best) if Path(trainer.best).exists() else None
+    last = Path(trainer.last) if Path(trainer.last).exists() else None
+    validator_metrics = getattr(trainer.validator, "metrics", None)
+    results = validator_metrics.results_dict if validator_metrics is not None else trainer.metrics
+    return TrainResult(run_dir=Path(trainer.save_dir), best=best, last=last, metrics=metrics_of(results),
+                       epochs=trainer.epochs, model=model, data=data, transfer=report.to_dict() if report else None)

@@ -1,0 +1,212 @@
+"""The one home of option semantics: what `--imgsz`, `--device`, `--batch`, `--json`, `--force`, `--out`,
+`--conf`/`--iou` and `KEY=VALUE` extras mean, with one default and one policy each, for every command.
+
+Commands declare these options with the ``Annotated`` types below and normalise values with the functions
+here; a test walks every command's parameters and fails when one is declared anywhere else or differs.
+Pure Python (no torch, no ultralytics): ``bra --help`` stays instant and every value is checked before
+anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bracli.errors import UsageError
+
+STRIDE = 32  # the coarsest YOLO feature stride: input sides are multiples of it
+MAX_IMGSZ = 8192  # beyond this a single image does not fit in memory on the machines bracli targets
+TRUST_ENV = "BRA_TRUST_CHECKPOINTS"  # "1": the per-script equivalent of --trust-checkpoint
+
+# ---------------------------------------------------------------------------------------- declarations
+
+Imgsz = Annotated[int, typer.Option(
+    "--imgsz", help="Input size in pixels; a size that is not a multiple of 32 is rounded up, with a notice.")]
+ImgszOrDefault = Annotated[int | None, typer.Option(
+    "--imgsz", help="Input size in pixels; a size that is not a multiple of 32 is rounded up, with a notice.",
+    show_default=False)]
+Device = Annotated[str | None, typer.Option(
+    "--device", help="cpu, 0, 0,1, cuda:1 or mps (default: the first GPU, else the CPU).", show_default=False)]
+Batch = Annotated[int, typer.Option("--batch", min=1, help="Images per batch.")]
+JsonOut = Annotated[str | None, typer.Option(
+    "--json", metavar="FILE", help="Also write the result as JSON to FILE; '-' prints it on stdout (messages then "
+    "go to stderr).", show_default=False)]
+Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
+Out = Annotated[Path | None, typer.Option(
+    "--out", "-o", help="Output path (default: named after the input, see the command's help); never "
+    "overwritten without --force.", show_default=False)]
+Conf = Annotated[float | None, typer.Option(
+    "--conf", min=0.0, max=1.0, help="Confidence threshold (default: ultralytics' for the mode: 0.25 to predict, "
+    "0.001 to validate).", show_default=False)]
+Iou = Annotated[float | None, typer.Option(
+    "--iou", min=0.0, max=1.0, help="NMS IoU threshold (default: ultralytics' 0.7).", show_default=False)]
+Project = Annotated[Path | None, typer.Option(
+    "--project", help="Runs folder (default: ./runs/<task>).", show_default=False)]
+AllowDownload = Annotated[bool, typer.Option(
+    "--allow-download", help="Let ultralytics run the data.yaml 'download:' entry (it executes code from that "
+    "file).")]
+TrustCheckpoint = Annotated[bool, typer.Option(
+    "--trust-checkpoint", help=f"Load checkpoints with full unpickling, which can run code from the file; only "
+    f"for files you trust (scripts: {TRUST_ENV}=1).")]
+
+ImgszList = Annotated[list[str], typer.Option(
+    "--imgsz", help="Input size(s) in pixels: 640, or 384x640 (height×width); repeat or give a comma list. A size "
+    "that is not a multiple of 32 is rounded up, with a notice.")]
+Name = Annotated[str | None, typer.Option("--name", help="Run name (default: ultralytics' train, train-2, …).",
+                                          show_default=False)]
+
+# The model a command renders (init, train, profile): one declaration each; None means the render default.
+Scale = Annotated[str | None, typer.Option("--scale", "-s", help="Model scale: n, s, m, l or x (default n; a "
+                                           "model YAML without a scale letter in its name takes this one).",
+                                           show_default=False)]
+BraAfter = Annotated[list[str] | None, typer.Option(
+    "--bra-after", "-a", help="Where to insert BRA: p3, p4, p5, sppf, backbone-p3/p4/p5, or none for the vanilla "
+    "model. Repeat the flag or give a comma list; default p3.", show_default=False)]
+NWin = Annotated[int | None, typer.Option("--n-win", help="BRA regions per side (the map is split into "
+                                          "n_win × n_win).", show_default=False)]
+Topk = Annotated[int | None, typer.Option("--topk", help="BRA regions each query region attends to (≤ n_win²).",
+                                          show_default=False)]
+Heads = Annotated[int | None, typer.Option("--heads", help="BRA attention heads; must divide every BRA layer's "
+                                           "channels.", show_default=False)]
+SideDwconv = Annotated[int | None, typer.Option("--side-dwconv", help="Kernel of BRA's local context conv on v "
+                                                "(odd; 0 = off).", show_default=False)]
+QkDim = Annotated[int | None, typer.Option("--qk-dim", help="BRA q/k channels (default: each layer's channels).",
+                                           show_default=False)]
+
+
+def bra_options(**values: int | None) -> dict[str, int]:
+    """The BRA options that were given (``None`` = the render default)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+# Where a command's default differs from the usual one, and why (the consistency test reads this table).
+DEFAULTS: dict[str, Any] = {"imgsz": 640, "device": None, "batch": 16, "json": None, "force": False, "out": None,
+                            "conf": None, "iou": None}
+COMMAND_DEFAULTS: dict[tuple[str, str], tuple[Any, str]] = {
+    ("val", "imgsz"): (None, "the size the checkpoint was trained at"),
+    ("demo", "imgsz"): (320, "the demo trains in minutes on a CPU"),
+    ("profile", "batch"): (1, "latency is quoted per image, as deployment sees it"),
+}
+
+# ---------------------------------------------------------------------------------------------- values
+
+
+def imgsz(value: int, *, option: str = "--imgsz", notice=None) -> int:
+    """A usable input size: at least the stride, at most ``MAX_IMGSZ``, rounded up to the stride.
+
+    Rounding is what ultralytics does silently; here ``notice(message)`` is told (a warning on the console).
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{option} {value!r} is not a whole number of pixels")
+    if value < STRIDE:
+        raise UsageError(f"{option} {value} is smaller than the model stride {STRIDE}")
+    if value > MAX_IMGSZ:
+        raise UsageError(f"{option} {value} is larger than {MAX_IMGSZ} pixels; no single image needs that")
+    rounded = -(-value // STRIDE) * STRIDE
+    if rounded != value and notice is not None:
+        notice(f"{option} {value} is not a multiple of the stride {STRIDE}; using {rounded}")
+    return rounded
+
+
+def imgsz_sizes(values: Iterable[str], *, notice=None) -> list[tuple[int, int]]:
+    """Sizes from ``--imgsz`` values that may list several: ``640``, ``480x640`` (height×width), ``320,640``."""
+    sizes: list[tuple[int, int]] = []
+    rounded: dict[int, int] = {}  # one notice per size given
+    for value in values:
+        for piece in str(value).split(","):
+            piece = piece.strip().lower()
+            if not piece:
+                continue
+            parts = piece.split("x")
+            if len(parts) > 2 or not all(p.strip().isdigit() for p in parts):
+                raise UsageError(f"--imgsz '{piece}' is not a size; write 640, or 480x640 for height×width")
+            sides = [rounded.setdefault(int(p), imgsz(int(p), notice=notice)) if int(p) not in rounded
+                     else rounded[int(p)] for p in parts]
+            hw = (sides[0], sides[-1])
+            if hw not in sizes:
+                sizes.append(hw)
+    if not sizes:
+        raise UsageError("--imgsz needs at least one size, e.g. --imgsz 640")
+    return sizes
+
+
+_DEVICE = re.compile(r"^(cpu|mps|cuda|cuda:\d+|\d+(,\d+)*)$")
+
+
+def device(value: str | None) -> str | None:
+    """A device as ultralytics spells it (``cpu``, ``mps``, ``0``, ``0,1``), or None for its default.
+
+    ``cuda`` and ``cuda:N`` are accepted as torch spells them. Whether the device exists here is checked
+    where torch is loaded (``bracli.engine.devices``).
+    """
+    if value is None:
+        return None
+    text = str(value).strip().lower().replace(" ", "")
+    if not _DEVICE.match(text):
+        raise UsageError(f"--device '{value}' is not a device; use cpu, 0, 0,1, cuda:1 or mps")
+    if text == "cuda":
+        return "0"
+    if text.startswith("cuda:"):
+        return text.split(":", 1)[1]
+    indices = text.split(",")
+    if len(set(indices)) != len(indices):
+        raise UsageError(f"--device '{value}' names a GPU twice")
+    return text
+
+
+def trust_checkpoints(flag: bool) -> bool:
+    """``--trust-checkpoint``, or ``BRA_TRUST_CHECKPOINTS=1`` for scripts."""
+    return flag or os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+# ---------------------------------------------------------------------------------------------- extras
+
+# Arguments bracli decides or takes as a positional; an extra may not set them (own options are told apart below).
+DECIDED_BY_BRACLI = {
+    "model": "give the model with --model (train) or as the first argument",
+    "data": "give the data.yaml as the first argument (train) or with --data (val)",
+    "source": "give the source as the first argument",
+    "mode": "the command is the mode", "task": "the model decides the task",
+    "resume": "use --resume", "pretrained": "use --weights",
+    "project": "use --project", "name": "use --name", "format": "use --format",
+}
+
+
+def split_positionals(values: Sequence[str] | None, max_paths: int, what: str) -> tuple[list[str], list[str]]:
+    """Separate ``key=value`` extras from plain positional paths (a path containing '=' that exists is a path)."""
+    paths, extras = [], []
+    for value in values or []:
+        (extras if "=" in value and not Path(value).exists() else paths).append(value)
+    if len(paths) > max_paths:
+        raise UsageError(f"expected at most {max_paths} {what}, got {', '.join(paths)}")
+    return paths, extras
+
+
+def parse_extras(pairs: Sequence[str], own_options: Mapping[str, str] | Iterable[str] = ()) -> dict[str, str]:
+    """``key=value`` strings → ``{key: raw value}``: syntax, and keys that belong to an option here.
+
+    ``own_options`` names the command's own options by ultralytics key (``{"conf": "--conf"}``): such a key
+    gets a pointer to that option. Keys bracli decides get a pointer to where they are given. Whether a key
+    exists in ultralytics and its value type are checked by the engine (ultralytics' own config).
+    """
+    own = dict(own_options) if isinstance(own_options, Mapping) else {k: f"--{k.replace('_', '-')}"
+                                                                      for k in own_options}
+    extras: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise UsageError(f"extra argument {pair!r} is not key=value (e.g. lr0=0.005)")
+        if key in own:
+            raise UsageError(f"{key}= has its own option here: use {own[key]} {raw.strip() or 'VALUE'}")
+        if key in DECIDED_BY_BRACLI:
+            raise UsageError(f"{key}= is not an extra: {DECIDED_BY_BRACLI[key]}")
+        if key in extras:
+            raise UsageError(f"{key}= is given twice")
+        extras[key] = raw.strip()
+    return extras
