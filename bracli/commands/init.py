@@ -55,7 +55,8 @@ def command(
 
     given = bra_after if bra_after is not None else ["p3"]
     placements = templates.parse_placements(given, family, task)
-    if not placements and templates.NO_BRA not in {p.strip().lower() for v in given for p in v.split(",")}:
+    asked_for_none = any(piece.strip().lower() == templates.NO_BRA for value in given for piece in value.split(","))
+    if not placements and not asked_for_none:
         raise UsageError(f"--bra-after got no placement; give at least one, or {templates.NO_BRA} for the plain model "
                          "(see bra init --list)")
     model = templates.render(scale, placements, family=family, task=task, nc=nc, n_win=n_win, topk=topk, heads=heads,

@@ -82,10 +82,6 @@ class Template:
     def rows(self) -> list[list[Any]]:
         return self.data["backbone"] + self.data["head"]
 
-    @property
-    def head_module(self) -> str:
-        return self.data["head"][-1][2]
-
     def placement(self, name: str) -> Placement:
         return next(p for p in self.placements if p.name == name)
 
@@ -125,18 +121,17 @@ def template_dir() -> Path:
 
 def template(family: str = "yolov8", task: str = "detect") -> Template:
     """The shipped graph of ``family`` and ``task`` (cached; callers must not edit it — see ``load_template``)."""
-    return _template(template_file(family, task))
+    return _template(check_family(family), check_task(task))
 
 
 @cache
-def _template(file: str) -> Template:
+def _template(family: str, task: str) -> Template:
+    file = template_file(family, task)
     path = template_dir() / file
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise BracliError(f"bracli's model template {path} cannot be read ({e.strerror}); reinstall bracli") from e
-    family, _, suffix = Path(file).stem.partition("-")
-    task = next(t for t, s in TASK_SUFFIXES.items() if s == (f"-{suffix}" if suffix else ""))
     strides = _strides(data["backbone"] + data["head"])
     return Template(family, task, file, data, strides, _find_placements(data, strides))
 
