@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import pytest
 import torch
 
@@ -85,7 +88,13 @@ VARIANTS = [pytest.param(family, task, id=f"{family}-{task}") for family in temp
 
 
 def build(family: str, task: str, placements, nc: int = 3):
-    """The task's ultralytics model class, built from the rendered YAML (BRA registered by bracli.engine)."""
+    """The task's ultralytics model class, built from the rendered YAML (BRA registered by bracli.engine); a fresh
+    copy of a model built once per session, since building is the slow part of these tests."""
+    return copy.deepcopy(_built(family, task, tuple(placements), nc))
+
+
+@functools.cache
+def _built(family: str, task: str, placements: tuple[str, ...], nc: int):
     from ultralytics.nn.tasks import DetectionModel, SegmentationModel
 
     cls = {"detect": DetectionModel, "segment": SegmentationModel}[task]
