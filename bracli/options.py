@@ -61,12 +61,14 @@ Name = Annotated[str | None, typer.Option("--name", help="Run name (default: ult
                                           show_default=False)]
 
 # The model a command renders (init, train, profile): one declaration each; None means the render default.
+Family = Annotated[str, typer.Option("--family", help="Model family: yolov8, yolo11 or yolo26.")]
+Task = Annotated[str, typer.Option("--task", help="detect (boxes) or segment (boxes and instance masks).")]
 Scale = Annotated[str | None, typer.Option("--scale", "-s", help="Model scale: n, s, m, l or x (default n; a "
                                            "model YAML without a scale letter in its name takes this one).",
                                            show_default=False)]
 BraAfter = Annotated[list[str] | None, typer.Option(
-    "--bra-after", "-a", help="Where to insert BRA: p3, p4, p5, sppf, backbone-p3/p4/p5, or none for the vanilla "
-    "model. Repeat the flag or give a comma list; default p3.", show_default=False)]
+    "--bra-after", "-a", help="Where to insert BRA: p3, p4, p5, sppf, backbone-p3/p4/p5, psa (YOLO11/26), or none "
+    "for the plain model (the baseline). Repeat the flag or give a comma list; default p3.", show_default=False)]
 NWin = Annotated[int | None, typer.Option("--n-win", help="BRA regions per side (the map is split into "
                                           "n_win × n_win).", show_default=False)]
 Topk = Annotated[int | None, typer.Option("--topk", help="BRA regions each query region attends to (≤ n_win²).",
@@ -86,7 +88,10 @@ def bra_options(**values: int | None) -> dict[str, int]:
 
 # Where a command's default differs from the usual one, and why (the consistency test reads this table).
 DEFAULTS: dict[str, Any] = {"imgsz": 640, "device": None, "batch": 16, "json": None, "force": False, "out": None,
-                            "conf": None, "iou": None}
+                            "conf": None, "iou": None, "family": "yolov8", "task": "detect", "scale": None,
+                            "bra_after": None, "n_win": None, "topk": None, "heads": None, "side_dwconv": None,
+                            "qk_dim": None, "project": None, "name": None, "allow_download": False,
+                            "trust_checkpoint": False}
 COMMAND_DEFAULTS: dict[tuple[str, str], tuple[Any, str]] = {
     ("val", "imgsz"): (None, "the size the checkpoint was trained at"),
     ("demo", "imgsz"): (320, "the demo trains in minutes on a CPU"),

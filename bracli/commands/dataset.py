@@ -104,6 +104,7 @@ def sample(
     imgsz: int = typer.Option(SAMPLE["imgsz"], "--imgsz", min=64, help="Image side in pixels."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder, replacing its images/, "
                                "labels/ and data.yaml."),
+    task: str = typer.Option("detect", "--task", help="detect (box labels) or segment (polygon labels; same images)."),
 ) -> None:
     """Write the small built-in sample dataset (seeded shapes, train/val, data.yaml)."""
     from bracli.dataset.sample import CLASS_NAMES, write_sample
@@ -111,7 +112,7 @@ def sample(
 
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir} is a file; give a folder for the dataset")
-    data_yaml = write_sample(out_dir, seed=seed, n_train=n_train, n_val=n_val, imgsz=imgsz, force=force)
+    data_yaml = write_sample(out_dir, seed=seed, n_train=n_train, n_val=n_val, imgsz=imgsz, force=force, task=task)
     success(f"sample dataset written: {n_train} train + {n_val} val images of {imgsz} px, "
             f"{len(CLASS_NAMES)} classes ({', '.join(CLASS_NAMES)})")
     success(f"next: bra dataset check {data_yaml}   or   bra train {data_yaml}")

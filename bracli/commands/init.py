@@ -1,4 +1,4 @@
-"""`bra init`: write a YOLOv8 + BRA model YAML rendered from the templates, then summarise the built model.
+"""`bra init`: write a YOLOv8 / YOLO11 / YOLO26 (+ BRA) model YAML rendered from the templates, then summarise it.
 
 Order matters for "nothing written on error": options are checked by the pure renderer (exit 2
 before torch is imported), the output path is checked, the model is built, and only then is the file
@@ -7,53 +7,66 @@ written atomically.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from bracli import options
 from bracli.errors import UsageError
+from bracli.output import Output
 
 if TYPE_CHECKING:
     from torch import nn
 
 NAME = "init"
-EPILOG = "Example: bra init --scale n --bra-after p3"
+EPILOG = "Example: bra init --family yolo11 --task segment --scale n --bra-after p3"
 SUMMARY_IMGSZ = 640
 
 
 def command(
-    scale: str = typer.Option("n", "--scale", "-s", help="Model scale: n, s, m, l or x."),
-    bra_after: list[str] | None = typer.Option(
-        None, "--bra-after", "-a", help="Where to insert BRA: p3, p4, p5, sppf, backbone-p3/p4/p5. "
-        "Repeat the flag or give a comma list; default p3.", show_default=False),
+    family: options.Family = "yolov8",
+    task: options.Task = "detect",
+    scale: options.Scale = None,
+    bra_after: options.BraAfter = None,
     nc: int = typer.Option(80, "--nc", help="Number of classes."),
-    n_win: int = typer.Option(8, "--n-win", help="Regions per side (the map is split into n_win × n_win)."),
-    topk: int = typer.Option(4, "--topk", help="Regions each query region attends to (≤ n_win²)."),
-    heads: int = typer.Option(8, "--heads", help="Attention heads; must divide every BRA layer's channels."),
-    side_dwconv: int = typer.Option(3, "--side-dwconv", help="Kernel of the local context conv on v (odd; 0 = off)."),
-    qk_dim: int | None = typer.Option(None, "--qk-dim", help="q/k channels; default: each BRA layer's channels.",
-                                      show_default=False),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output YAML; default ./yolov8<scale>-bra-<...>.yaml. "
-                                    "Its name must keep the scale (ultralytics reads it from there).",
-                                    show_default=False),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output file."),
-    list_choices: bool = typer.Option(False, "--list", help="Show the placements and scales, then exit."),
+    n_win: options.NWin = None,
+    topk: options.Topk = None,
+    heads: options.Heads = None,
+    side_dwconv: options.SideDwconv = None,
+    qk_dim: options.QkDim = None,
+    out_path: options.Out = None,
+    force: options.Force = False,
+    json_out: options.JsonOut = None,
+    list_choices: bool = typer.Option(False, "--list", help="Show the family's placements and scales, then exit."),
 ) -> None:
-    """Render a BRA model YAML from templates and summarise it."""
-    if list_choices:
-        _print_choices()
-        return
+    """Render a model YAML (with BRA, or plain with --bra-after none) from templates and summarise it.
+
+    The file goes to ./<family><scale>[-seg]-bra-<placements>.yaml unless --out names another; its name must
+    keep the scale (ultralytics reads it from there).
+    """
     from bracli import templates
+
+    out = Output(json_out, force=force)
+    templates.check_family(family)
+    templates.check_task(task)
+    if list_choices:
+        _print_choices(family, task, out)
+        return
     from bracli.files import atomic_write_text, check_writable
 
-    placements = templates.parse_placements(bra_after if bra_after is not None else ["p3"])
-    if not placements:
-        raise UsageError("--bra-after got no placement; give at least one (see bra init --list)")
-    model = templates.render(scale, placements, nc=nc, n_win=n_win, topk=topk, heads=heads,
-                             side_dwconv=side_dwconv, qk_dim=qk_dim)
-    path = out if out is not None else Path(templates.model_filename(scale, placements))
-    _check_name(path, scale)
+    scale = scale or "n"
+    given = bra_after if bra_after is not None else ["p3"]
+    placements = templates.parse_placements(given, family, task)
+    asked_for_none = any(piece.strip().lower() == templates.NO_BRA for value in given for piece in value.split(","))
+    if not placements and not asked_for_none:
+        raise UsageError(f"--bra-after got no placement; give at least one, or {templates.NO_BRA} for the plain model "
+                         "(see bra init --list)")
+    bra = options.bra_options(n_win=n_win, topk=topk, heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim)
+    model = templates.render(scale, placements, family=family, task=task, nc=nc, **bra)
+    path = out_path if out_path is not None else Path(templates.model_filename(scale, placements, family, task))
+    _check_name(path, scale, family)
     check_writable(path, force)
     text = templates.to_yaml(model, templates.default_header(model))
 
@@ -64,10 +77,12 @@ def command(
 
     built = models.build(model)
     atomic_write_text(path, text, force=force)
-    _print_summary(path, model, built)
+    summary = _summarise(path, model, built)
+    _print_summary(summary, model, out)
+    out.emit(summary)
 
 
-def _check_name(path: Path, scale: str) -> None:
+def _check_name(path: Path, scale: str, family: str) -> None:
     """ultralytics takes the scale from the file name; a name without it, or with another, builds the wrong model."""
     from bracli.templates import scale_in_name
 
@@ -75,73 +90,105 @@ def _check_name(path: Path, scale: str) -> None:
         raise UsageError(f"--out {path}: a model file must end in .yaml")
     found = scale_in_name(path)
     if found is None:
-        raise UsageError(f"--out {path}: the file name must contain the scale, e.g. yolov8{scale}-custom.yaml "
+        raise UsageError(f"--out {path}: the file name must contain the scale, e.g. {family}{scale}-custom.yaml "
                          "(ultralytics reads the scale from the name)")
     if found != scale:
         raise UsageError(f"--out {path}: the name says scale '{found}' but --scale is '{scale}'; ultralytics would "
                          f"build scale '{found}' with channels for '{scale}'")
 
 
-def _print_summary(path: Path, model: dict[str, Any], built: nn.Module) -> None:
-    from rich import box
-    from rich.table import Table
+@dataclass
+class InitSummary:
+    """What `bra init` wrote and built: the file, the model's size and cost, and each BRA layer's."""
 
+    path: Path
+    title: str
+    layers: int
+    params: int
+    gflops: float
+    imgsz: int
+    bra_layers: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "path": str(self.path)}
+
+
+def _summarise(path: Path, model: dict[str, Any], built: nn.Module) -> InitSummary:
     from bracli.measure.flops import count_flops
-    from bracli.templates import METADATA_KEY
-    from bracli.ui import console, success, warn
+    from bracli.templates import METADATA_KEY, title
 
     meta = model[METADATA_KEY]
     flops = count_flops(built, SUMMARY_IMGSZ)  # one shape-only forward: true FLOPs and the real BRA input shapes
-    params = sum(p.numel() for p in built.parameters())
-    bra_params = {layer["index"]: sum(p.numel() for p in built.model[layer["index"]].parameters())
-                  for layer in meta["layers"]}
-    qk_dim = f", qk_dim={meta['qk_dim']}" if meta["qk_dim"] is not None else ""
-    success(f"wrote {path}")
-    console.print(f"YOLOv8{model['scale']} + BRA, nc={model['nc']}: {len(built.model)} layers, {params:,} parameters "
-                  f"({sum(bra_params.values()):,} in BRA), {flops.total_gflops:.2f} GFLOPs at {SUMMARY_IMGSZ} "
-                  f"({flops.bra_gflops:.2f} in BRA; a multiply-add counts 2); n_win={meta['n_win']}, "
-                  f"topk={meta['topk']}, heads={meta['heads']}, side_dwconv={meta['side_dwconv']}{qk_dim}",
-                  soft_wrap=True)
-    table = Table(title=f"BRA layers, feature maps at {SUMMARY_IMGSZ}×{SUMMARY_IMGSZ} input", title_justify="left",
-                  box=box.SIMPLE_HEAD)
-    for column in ("layer", "placement", "after", "C×H×W", "region", "params", "GFLOPs"):
-        table.add_column(column, justify="right" if column in ("layer", "params", "GFLOPs") else "left")
+    layers = []
     for layer in meta["layers"]:
-        index, follows = layer["index"], layer["follows"]
+        index = layer["index"]
         _, channels, height, width = flops.bra_input_shapes[index]
-        region_h, region_w = -(-height // meta["n_win"]), -(-width // meta["n_win"])
-        padded = " padded" if height % meta["n_win"] or width % meta["n_win"] else ""
-        table.add_row(str(index), layer["placement"], f"{follows} {type(built.model[follows]).__name__}",
-                      f"{channels}×{height}×{width}", f"{region_h}×{region_w}{padded}", f"{bra_params[index]:,}",
-                      f"{flops.bra_layers[index]:.3f}")
-        if meta["n_win"] > min(height, width):
-            warn(f"n_win={meta['n_win']} exceeds the {height}×{width} map at {layer['placement']} for "
-                 f"{SUMMARY_IMGSZ} input: most regions would be padding; try a smaller --n-win")
-    console.print(table)
+        layers.append({**layer, "module": type(built.model[layer["follows"]]).__name__,
+                       "input": [channels, height, width], "gflops": flops.bra_layers[index],
+                       "params": sum(p.numel() for p in built.model[index].parameters())})
+    return InitSummary(path=path, title=title(model), layers=len(built.model),
+                       params=sum(p.numel() for p in built.parameters()), gflops=flops.total_gflops,
+                       imgsz=SUMMARY_IMGSZ, bra_layers=layers)
 
 
-def _print_choices() -> None:
+def _print_summary(summary: InitSummary, model: dict[str, Any], out: Output) -> None:
     from rich import box
     from rich.table import Table
 
-    from bracli.templates import describe_placements, scale_table
-    from bracli.ui import console
+    from bracli.templates import METADATA_KEY
 
-    infos = describe_placements()
-    placements = Table(title="Placements (--bra-after; combine any, each once)", title_justify="left",
-                       box=box.SIMPLE_HEAD)
-    for column in ("placement", "after layer", "stride", "that layer is"):
-        placements.add_column(column)
-    for info in infos:
-        placements.add_row(info.name, f"{info.follows} {info.module}", str(info.stride), info.description)
-    head = {info.name: info for info in infos}
+    meta = model[METADATA_KEY]
+    out.wrote(summary.path)
+    size = f"{summary.layers} layers, {summary.params:,} parameters"
+    if not summary.bra_layers:
+        out.info(f"{summary.title}, nc={model['nc']}, no BRA layer (the baseline): {size}, {summary.gflops:.2f} "
+                 f"GFLOPs at {summary.imgsz} (a multiply-add counts 2)")
+        return
+    bra_params = sum(layer["params"] for layer in summary.bra_layers)
+    bra_gflops = sum(layer["gflops"] for layer in summary.bra_layers)
+    qk_dim = f", qk_dim={meta['qk_dim']}" if meta["qk_dim"] is not None else ""
+    out.info(f"{summary.title} + BRA, nc={model['nc']}: {size} ({bra_params:,} in BRA), {summary.gflops:.2f} GFLOPs "
+             f"at {summary.imgsz} ({bra_gflops:.2f} in BRA; a multiply-add counts 2); n_win={meta['n_win']}, "
+             f"topk={meta['topk']}, heads={meta['heads']}, side_dwconv={meta['side_dwconv']}{qk_dim}")
+    table = Table(title=f"BRA layers, feature maps at {summary.imgsz}×{summary.imgsz} input", title_justify="left",
+                  box=box.SIMPLE_HEAD)
+    for column in ("layer", "placement", "after", "C×H×W", "region", "params", "GFLOPs"):
+        table.add_column(column, justify="right" if column in ("layer", "params", "GFLOPs") else "left")
+    n_win = meta["n_win"]
+    for layer in summary.bra_layers:
+        channels, height, width = layer["input"]
+        region_h, region_w = -(-height // n_win), -(-width // n_win)
+        padded = " padded" if height % n_win or width % n_win else ""
+        table.add_row(str(layer["index"]), layer["placement"], f"{layer['follows']} {layer['module']}",
+                      f"{channels}×{height}×{width}", f"{region_h}×{region_w}{padded}", f"{layer['params']:,}",
+                      f"{layer['gflops']:.3f}")
+        if n_win > min(height, width):
+            out.warn(f"n_win={n_win} exceeds the {height}×{width} map at {layer['placement']} for {summary.imgsz} "
+                     "input: most regions would be padding; try a smaller --n-win")
+    out.print(table)
+
+
+def _print_choices(family: str, task: str, out: Output) -> None:
+    from rich import box
+    from rich.table import Table
+
+    from bracli.templates import FAMILY_TITLES, NO_BRA, SCALES, describe_placements, scale_table, template_file
+    name = FAMILY_TITLES[family]
+    placements = Table(title=f"{name} {task} placements (--bra-after; combine any, each once; {NO_BRA} = plain model)",
+                       title_justify="left", box=box.SIMPLE_HEAD)
+    channels = f"channels {'/'.join(SCALES)}"
+    for column in ("placement", "after layer", "stride", channels, "that layer is"):
+        placements.add_column(column, justify="right" if column == "stride" else "left",
+                              no_wrap=column != "that layer is")
+    for info in describe_placements(family, task):
+        placements.add_row(info.name, f"{info.follows} {info.module}", str(info.stride),
+                           "/".join(str(info.channels[s]) for s in SCALES), info.description)
     scales = Table(title="Scales (--scale)", title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("scale", "depth", "width", "max channels", "BRA channels at p3/p4/p5"):
+    for column in ("scale", "depth", "width", "max channels"):
         scales.add_column(column, justify="right")
-    for name, (depth, width, max_channels) in scale_table().items():
-        scales.add_row(name, f"{depth:g}", f"{width:g}", str(max_channels),
-                       "/".join(str(head[p].channels[name]) for p in ("p3", "p4", "p5")))
-    console.print(placements)
-    console.print(scales)
-    console.print("Backbone placements and sppf have the channels of the head placement at the same stride.",
-                  soft_wrap=True)
+    for scale, (depth, width, max_channels) in scale_table(family, task).items():
+        scales.add_row(scale, f"{depth:g}", f"{width:g}", str(max_channels))
+    out.print(placements)
+    out.print(scales)
+    out.info(f"Layer numbers are those of plain {name} ({template_file(family, task)}); channels are the BRA "
+             "layer's at each scale. Other families: --family yolov8|yolo11|yolo26, --task detect|segment.")

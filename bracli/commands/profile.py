@@ -1,4 +1,4 @@
-"""`bra profile`: parameters, FLOPs that count the attention, latency and memory — next to vanilla YOLOv8."""
+"""`bra profile`: parameters, FLOPs that count the attention, latency and memory — next to the plain model."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ EPILOG = ("Example: bra profile --scale n --bra-after p3 --imgsz 320,640,1280 --
 def command(
     model: str | None = typer.Argument(None, help="A model YAML or a .pt checkpoint; default: rendered from "
                                        "--scale/--bra-after.", show_default=False),
+    family: options.Family = "yolov8",
+    task: options.Task = "detect",
     scale: options.Scale = None,
     bra_after: options.BraAfter = None,
     gflops: bool | None = typer.Option(None, "--gflops/--no-gflops", help="Parameters and FLOPs counted at the "
@@ -34,8 +36,8 @@ def command(
     imgsz: options.ImgszList = ["640"],  # noqa: B006 -- typer reads the default list, never mutates it
     batch: options.Batch = 1,
     device: options.Device = None,
-    compare: bool = typer.Option(True, "--compare/--no-compare", help="Also profile the vanilla YOLOv8 of the "
-                                 "same scale and show ratios."),
+    compare: bool = typer.Option(True, "--compare/--no-compare", help="Also profile the plain model of the same "
+                                 "family, task and scale, and show ratios."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed forwards before timing."),
     runs: int = typer.Option(10, "--runs", min=1, help="Timed forwards."),
     plot: Path | None = typer.Option(None, "--plot", help="Draw how each figure grows with the input size "
@@ -66,7 +68,8 @@ def command(
 
     with out.console.status("profiling…") as status:
         result = measure_cost(model, sizes, batch=batch, device=device, gflops=measure[0], latency=measure[1],
-                              memory=measure[2], compare=compare, scale=scale, bra_after=bra_after, warmup=warmup,
+                              memory=measure[2], compare=compare, scale=scale, bra_after=bra_after, family=family,
+                              task=task, warmup=warmup,
                               runs=runs, progress=lambda message: status.update(f"profiling: {message}"),
                               notice=out.warn)
     _render(result, out)
@@ -195,7 +198,7 @@ def _ratio_table(result: CostReport):
     columns = [("imgsz", None), ("params", "params"), ("GFLOPs", "gflops"), ("latency", "latency"),
                ("fwd memory", "forward_memory"), ("fwd+bwd memory", "train_memory")]
     present = [(title, key) for title, key in columns if key is None or any(key in r for r in ratios)]
-    table = _table(f"{result.model.name} ÷ {baseline.name} (vanilla YOLOv8{baseline.scale})",
+    table = _table(f"{result.model.name} ÷ {baseline.name} (the same model without BRA)",
                    [title for title, _ in present])
     for row in ratios:
         cells = []

@@ -24,6 +24,8 @@ def command(
         help="data.yaml (default: the built-in sample dataset), then any ultralytics argument as key=value.")] = None,
     model: Annotated[Path | None, typer.Option("--model", help="Model YAML or .pt to train (default: render "
                                                 "--scale/--bra-after).", show_default=False)] = None,
+    family: options.Family = "yolov8",
+    task: options.Task = "detect",
     scale: options.Scale = None,
     bra_after: options.BraAfter = None,
     n_win: options.NWin = None,
@@ -54,18 +56,22 @@ def command(
     paths, extra_pairs = options.split_positionals(args, 2 if resume else 1, "data file")
     extras = options.parse_extras(extra_pairs, OWN_EXTRAS)
     bra = options.bra_options(n_win=n_win, topk=topk, heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim)
-    if model and (bra_after or bra):
-        raise UsageError("--model takes the architecture from its file; drop --bra-after/--n-win/… or --model")
-    if resume and (model or weights or bra_after or bra or scale):
+    rendering = {"--bra-after": bra_after, "--family": family != "yolov8", "--task": task != "detect"}
+    given = [flag for flag, value in rendering.items() if value] + [f"--{k.replace('_', '-')}" for k in bra]
+    if model and given:
+        raise UsageError(f"--model takes the architecture from its file; drop {'/'.join(given)} or --model")
+    if resume and (model or weights or given or scale):
         raise UsageError("--resume continues a run as it was; it takes no model, scale or weights options")
     imgsz = options.imgsz(imgsz, notice=out.warn)
     device = options.device(device)
 
     from bracli import templates
 
-    placements = templates.parse_placements(bra_after or ["p3"])
-    if not resume and model is None:
-        templates.render(scale or "n", placements, **bra)  # bad options fail before torch is imported
+    templates.check_family(family)
+    templates.check_task(task)
+    placements = templates.parse_placements(bra_after or ["p3"], family, task)
+    if not resume and model is None:  # bad options fail before torch is imported
+        templates.render(scale or "n", placements, family=family, task=task, **bra)
 
     from bracli.engine.setup import setup
 
@@ -78,7 +84,8 @@ def command(
             result = train.train(data, resume=target, device=device, project=project,
                                  allow_download=allow_download, extras=extras, notice=out.warn)
         else:
-            choice = train.ModelChoice(path=model, scale=scale, placements=tuple(placements), bra_options=bra)
+            choice = train.ModelChoice(path=model, scale=scale, placements=tuple(placements), bra_options=bra,
+                                       family=family, task=task)
             result = train.train(paths[0] if paths else None, choice, weights, epochs=epochs, imgsz=imgsz,
                                  batch=batch, device=device, workers=workers, project=project, name=name, seed=seed,
                                  allow_download=allow_download, extras=extras, notice=out.warn)

@@ -1,9 +1,11 @@
 """The built-in sample dataset: seeded shapes on cluttered backgrounds, small enough to learn on a CPU.
 
-Why shapes: they need no download, every box is known exactly (tight around the drawn polygon), and a
-detector learns them in a few CPU epochs, so ``bra train`` and ``bra demo`` can show a real, non-zero mAP
-offline. Each class has its own hue and outline; the clutter (grey lines, blobs, noise) is desaturated so
-that colour and shape, not luck, separate objects from background.
+Why shapes: they need no download, every box and outline is known exactly (the shapes are drawn from
+polygons; the circle's outline is a 32-gon), and a detector learns them in a few CPU epochs, so
+``bra train`` and ``bra demo`` can show a real, non-zero mAP offline. Each class has its own hue and
+outline; the clutter (grey lines, blobs, noise) is desaturated so that colour and shape, not luck,
+separate objects from background. ``task="segment"`` writes the same images with polygon labels
+(``class x1 y1 x2 y2 ...``) instead of boxes, for segmentation models.
 
 The layout is the usual YOLO one (``images/{train,val}``, ``labels/{train,val}``, ``data.yaml``). The
 ``data.yaml`` has no ``path:`` key on purpose: ultralytics then resolves ``train``/``val`` next to the
@@ -28,6 +30,9 @@ CLASS_NAMES = ("circle", "square", "triangle")
 CLASS_COLOURS = ((40, 40, 220), (220, 90, 30), (40, 190, 40))
 CORNERS = {"square": 4, "triangle": 3}
 SAMPLE_VERSION = "sample-v1"
+SAMPLE_VERSIONS = {"detect": SAMPLE_VERSION, "segment": "sample-seg-v1"}  # cache folder per task
+TASKS = tuple(SAMPLE_VERSIONS)
+CIRCLE_VERTICES = 32  # a multiple of 4: the polygon touches the circle's box on all four sides
 DEFAULTS = {"seed": 0, "n_train": 128, "n_val": 40, "imgsz": 320}
 OWNED = ("images", "labels", "data.yaml")  # what a sample writes, and what --force replaces
 JPEG_QUALITY = 92
@@ -50,20 +55,35 @@ class Box:
         return f"{self.cls} {self.cx:.6f} {self.cy:.6f} {self.w:.6f} {self.h:.6f}"
 
 
-def default_sample() -> Path:
-    """The cached default sample's data.yaml, generated once; concurrent first calls never see half a dataset."""
-    target = cache_root() / SAMPLE_VERSION
+@dataclass(frozen=True)
+class Shape:
+    """One drawn object: its box, and its outline as a polygon of normalised ``(x, y)`` vertices."""
+
+    box: Box
+    polygon: tuple[tuple[float, float], ...]
+
+    def line(self, task: str) -> str:
+        if task == "detect":
+            return self.box.line()
+        return f"{self.box.cls} " + " ".join(f"{x:.6f} {y:.6f}" for x, y in self.polygon)
+
+
+def default_sample(task: str = "detect") -> Path:
+    """The cached default sample's data.yaml for ``task``, generated once; concurrent first calls never see half
+    a dataset."""
+    _check_task(task)
+    target = cache_root() / SAMPLE_VERSIONS[task]
     data_yaml = target / "data.yaml"
     if data_yaml.is_file():
         return data_yaml
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{SAMPLE_VERSION}.", dir=target.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     except OSError as e:
         raise BracliError(f"cannot create the sample cache in {target.parent}: {e.strerror}; "
                           "set BRA_CACHE_DIR to a writable folder") from e
     try:
-        write_sample(staging, **DEFAULTS, force=True)
+        write_sample(staging, **DEFAULTS, force=True, task=task)
         try:
             os.rename(staging, target)  # atomic; fails when another process finished first
         except OSError:
@@ -76,14 +96,16 @@ def default_sample() -> Path:
 
 def write_sample(out_dir: str | Path, seed: int = DEFAULTS["seed"], n_train: int = DEFAULTS["n_train"],
                  n_val: int = DEFAULTS["n_val"], imgsz: int = DEFAULTS["imgsz"], force: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> Path:
+                 progress: Callable[[int, int], None] | None = None, task: str = "detect") -> Path:
     """Write the seeded sample dataset into ``out_dir`` and return its data.yaml.
 
+    ``task`` is ``detect`` (box labels) or ``segment`` (polygon labels); the images are the same for both.
     A non-empty ``out_dir`` is refused unless ``force``; with ``force`` only the sample's own entries
     (``images/``, ``labels/``, ``data.yaml``) are replaced, whole, so no stale file from an earlier sample
     survives. Everything is generated in a temporary folder first and moved in at the end.
     ``progress(done, total)`` is called after each image.
     """
+    _check_task(task)
     if n_train < 1 or n_val < 1:
         raise UsageError("the sample needs at least one train and one val image")
     if imgsz < 64:
@@ -99,7 +121,7 @@ def write_sample(out_dir: str | Path, seed: int = DEFAULTS["seed"], n_train: int
     except OSError as e:
         raise UsageError(f"cannot write {out_dir}: {e.strerror}") from e
     try:
-        _generate(staging, seed, {"train": n_train, "val": n_val}, imgsz, progress)
+        _generate(staging, seed, {"train": n_train, "val": n_val}, imgsz, progress, task)
         for name in OWNED:
             final = out_dir / name
             if final.is_dir() and not final.is_symlink():
@@ -112,8 +134,13 @@ def write_sample(out_dir: str | Path, seed: int = DEFAULTS["seed"], n_train: int
     return out_dir / "data.yaml"
 
 
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise UsageError(f"unknown task '{task}' for the sample dataset; choose one of {', '.join(TASKS)}")
+
+
 def _generate(root: Path, seed: int, counts: dict[str, int], imgsz: int,
-              progress: Callable[[int, int], None] | None) -> None:
+              progress: Callable[[int, int], None] | None, task: str) -> None:
     import cv2
     import numpy as np
 
@@ -124,23 +151,25 @@ def _generate(root: Path, seed: int, counts: dict[str, int], imgsz: int,
         for index in range(count):
             # one generator per image: changing n_train never changes the val images
             rng = np.random.default_rng([seed, split_index, index])
-            image, boxes = render_image(rng, imgsz)
+            image, shapes = render_shapes(rng, imgsz)
             stem = f"{split}_{index:05d}"
             ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
             if not ok:
                 raise BracliError("could not encode a sample image (OpenCV JPEG support is missing)")
             (root / "images" / split / f"{stem}.jpg").write_bytes(encoded.tobytes())
-            (root / "labels" / split / f"{stem}.txt").write_text("".join(b.line() + "\n" for b in boxes))
+            (root / "labels" / split / f"{stem}.txt").write_text("".join(s.line(task) + "\n" for s in shapes))
             done += 1
             if progress:
                 progress(done, total)
-    (root / "data.yaml").write_text(_data_yaml(seed, counts, imgsz))
+    (root / "data.yaml").write_text(_data_yaml(seed, counts, imgsz, task))
 
 
-def _data_yaml(seed: int, counts: dict[str, int], imgsz: int) -> str:
+def _data_yaml(seed: int, counts: dict[str, int], imgsz: int, task: str) -> str:
     names = "".join(f"  {i}: {name}\n" for i, name in enumerate(CLASS_NAMES))
-    return (f"# bracli sample dataset ({SAMPLE_VERSION}): seed {seed}, {counts['train']} train / {counts['val']} val "
-            f"images of {imgsz} px.\n"
+    labels = "# Labels are polygons (class x1 y1 x2 y2 ...), for segmentation models.\n" if task == "segment" else ""
+    return (f"# bracli sample dataset ({SAMPLE_VERSIONS[task]}): seed {seed}, {counts['train']} train / "
+            f"{counts['val']} val images of {imgsz} px.\n"
+            f"{labels}"
             "# No 'path:' key: train/val resolve next to this file, from any working directory.\n"
             "train: images/train\n"
             "val: images/val\n"
@@ -150,13 +179,19 @@ def _data_yaml(seed: int, counts: dict[str, int], imgsz: int) -> str:
 
 def render_image(rng, imgsz: int):
     """One BGR image with a few shapes and clutter, and the shapes' tight boxes (normalised)."""
+    image, shapes = render_shapes(rng, imgsz)
+    return image, [shape.box for shape in shapes]
+
+
+def render_shapes(rng, imgsz: int):
+    """One BGR image with a few shapes and clutter, and each shape's tight box and outline polygon (normalised)."""
     import cv2
     import numpy as np
 
     size = imgsz
     image = _background(rng, size)
     _clutter(rng, image)
-    boxes: list[Box] = []
+    shapes: list[Shape] = []
     placed: list[tuple[float, float, float, float]] = []
     for _ in range(int(rng.integers(OBJECTS_PER_IMAGE[0], OBJECTS_PER_IMAGE[1] + 1))):
         for _attempt in range(20):
@@ -177,10 +212,12 @@ def render_image(rng, imgsz: int):
         else:
             cv2.fillPoly(image, [np.round(points * 16).astype(np.int32)], colour, cv2.LINE_AA, shift)
         placed.append((x0, y0, x1, y1))
-        boxes.append(Box(cls, (x0 + x1) / 2 / size, (y0 + y1) / 2 / size, (x1 - x0) / size, (y1 - y0) / size))
+        box = Box(cls, (x0 + x1) / 2 / size, (y0 + y1) / 2 / size, (x1 - x0) / size, (y1 - y0) / size)
+        outline = _circle_polygon(cx, cy, radius) if cls == 0 else points
+        shapes.append(Shape(box, tuple((float(x) / size, float(y) / size) for x, y in outline)))
     noise = rng.standard_normal(image.shape, dtype=np.float32) * NOISE_STD
     image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
-    return image, boxes
+    return image, shapes
 
 
 def _shape_points(cls: int, cx: float, cy: float, radius: float, angle: float):
@@ -191,6 +228,14 @@ def _shape_points(cls: int, cx: float, cy: float, radius: float, angle: float):
         return np.array([[cx - radius, cy - radius], [cx + radius, cy + radius]])
     corners = CORNERS[CLASS_NAMES[cls]]
     theta = angle + np.arange(corners) * 2 * np.pi / corners
+    return np.stack([cx + radius * np.cos(theta), cy + radius * np.sin(theta)], 1)
+
+
+def _circle_polygon(cx: float, cy: float, radius: float):
+    """The circle's outline as a regular polygon starting at angle 0 (so it reaches the circle's box)."""
+    import numpy as np
+
+    theta = np.arange(CIRCLE_VERTICES) * 2 * np.pi / CIRCLE_VERTICES
     return np.stack([cx + radius * np.cos(theta), cy + radius * np.sin(theta)], 1)
 
 

@@ -30,21 +30,21 @@ def ultralytics_gflops(model: nn.Module, imgsz: int | Sequence[int] = 640) -> fl
 
 
 def resolve_model(spec: str | Path | dict[str, Any] | None = None, *, scale: str | None = None,
-                  bra_after: Sequence[str] | None = None,
+                  bra_after: Sequence[str] | None = None, family: str = "yolov8", task: str = "detect",
                   notice: Callable[[str], None] | None = None) -> tuple[nn.Module, str]:
     """Build the model to measure and name it: a model YAML, a ``.pt`` checkpoint, a model dict, or — with no
-    ``spec`` — ``templates.render(scale, bra_after)`` (default ``n`` with BRA after ``p3``)."""
-    if spec is not None and bra_after:
-        raise UsageError("give either a MODEL or --bra-after, not both")
+    ``spec`` — ``templates.render(scale, bra_after, family=, task=)`` (default ``n`` with BRA after ``p3``)."""
+    if spec is not None and (bra_after or family != "yolov8" or task != "detect"):
+        raise UsageError("give either a MODEL or --bra-after/--family/--task, not both")
     if spec is None:
         scale = scale or "n"
-        placements = templates.parse_placements(bra_after or ["p3"])
-        name = Path(templates.model_filename(scale, placements)).stem
-        return models.build(templates.render(scale, placements)), name
+        placements = templates.parse_placements(bra_after or ["p3"], family, task)
+        name = Path(templates.model_filename(scale, placements, family, task)).stem
+        return models.build(templates.render(scale, placements, family=family, task=task)), name
     if isinstance(spec, dict):
         meta = spec.get(templates.METADATA_KEY)
-        rendered = meta is not None and spec.get("scale") in templates.SCALES
-        name = Path(templates.model_filename(spec["scale"], meta["placements"])).stem if rendered else "model"
+        name = Path(templates.model_filename(spec["scale"], meta["placements"], meta.get("family", "yolov8"),
+                                             meta.get("task", "detect"))).stem if _rendered(spec) else "model"
         return models.build(spec), name
     path = Path(spec)
     if path.suffix.lower() == ".pt":
@@ -56,22 +56,42 @@ def resolve_model(spec: str | Path | dict[str, Any] | None = None, *, scale: str
     raise UsageError(f"{path} is neither a model YAML (.yaml) nor a checkpoint (.pt)")
 
 
+def _rendered(spec: dict[str, Any]) -> bool:
+    meta = spec.get(templates.METADATA_KEY)
+    return isinstance(meta, dict) and "placements" in meta and spec.get("scale") in templates.SCALES
+
+
+def family_of(cfg: dict[str, Any]) -> str | None:
+    """The family of a model dict: recorded by the renderer, else recognised from its blocks (YOLO26 is the
+    C3k2 family trained end to end, YOLO11 the C3k2 family, YOLOv8 the C2f family)."""
+    meta = cfg.get(templates.METADATA_KEY)
+    if isinstance(meta, dict) and meta.get("family") in templates.FAMILIES:
+        return meta["family"]
+    modules = {row[2] for row in cfg.get("backbone", []) + cfg.get("head", [])}
+    if "C3k2" in modules:
+        return "yolo26" if cfg.get("end2end") else "yolo11"
+    return "yolov8" if "C2f" in modules else None
+
+
 def vanilla_for(model: nn.Module) -> tuple[nn.Module, str] | None:
-    """The plain YOLOv8 of the model's scale and class count, or None when the scale is unknown."""
+    """The plain model of the same family, task, scale and class count, or None when those are unknown."""
     info = getattr(model, "yaml", None) or {}
-    scale = info.get("scale")
-    if scale not in templates.SCALES:
+    scale, family = info.get("scale"), family_of(info)
+    if scale not in templates.SCALES or family is None:
         return None
-    return models.build(templates.render(scale, [], nc=int(info.get("nc", 80)))), f"yolov8{scale}"
+    task = models.task_of(info)
+    plain = templates.render(scale, [], family=family, task=task, nc=int(info.get("nc", 80)))
+    return models.build(plain), Path(templates.model_filename(scale, [], family, task)).stem
 
 
 def measure_cost(model_spec: str | Path | dict[str, Any] | None = None,
                  imgsz: Sequence[int | Sequence[int]] = (640,), batch: int = 1, device: str | None = None,
                  gflops: bool = True, latency: bool = True, memory: bool = True, compare: bool = True, *,
-                 scale: str | None = None, bra_after: Sequence[str] | None = None, warmup: int = 3, runs: int = 10,
+                 scale: str | None = None, bra_after: Sequence[str] | None = None, family: str = "yolov8",
+                 task: str = "detect", warmup: int = 3, runs: int = 10,
                  progress: Callable[[str], None] | None = None,
                  notice: Callable[[str], None] | None = None) -> CostReport:
-    """Measure a model at each input size, and the vanilla YOLOv8 of its scale when ``compare``.
+    """Measure a model at each input size, and the plain model of its family, task and scale when ``compare``.
 
     Parameters are always counted. ``gflops`` adds the dispatcher count next to ultralytics' estimate,
     ``latency`` timed forwards, ``memory`` peak memory of a forward and of a forward+backward.
@@ -86,13 +106,14 @@ def measure_cost(model_spec: str | Path | dict[str, Any] | None = None,
     sizes = list(dict.fromkeys(tuple(rounded[side] for side in as_hw(size)) for size in imgsz))
     report = progress or (lambda _message: None)
     report("building the model")
-    model, name = resolve_model(model_spec, scale=scale, bra_after=bra_after, notice=notice)
+    model, name = resolve_model(model_spec, scale=scale, bra_after=bra_after, family=family, task=task,
+                                notice=notice)
     notes: list[str] = []
     candidates = [(model, name)]
     if compare:
         vanilla = vanilla_for(model)
         if vanilla is None:
-            notes.append("comparison skipped: the model records no YOLOv8 scale (n/s/m/l/x)")
+            notes.append("comparison skipped: the model records no scale (n/s/m/l/x) or family")
         else:
             candidates.append(vanilla)
     results = []

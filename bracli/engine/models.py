@@ -9,7 +9,6 @@ missing letter from ``--scale`` (or ``n``, with a notice) instead of letting it 
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,10 @@ from torch import nn
 from ultralytics.nn.tasks import DetectionModel, SegmentationModel, _SafeLoad, guess_model_task
 
 from bracli.errors import BracliError, UsageError
+from bracli.templates import scale_in_name
 
 YAML_SUFFIXES = (".yaml", ".yml")
-SCALE_IN_NAME = re.compile(r"yolo(e-)?v?\d+([nslmx])")  # ultralytics' guess_model_scale
 MODEL_CLASSES = {"detect": DetectionModel, "segment": SegmentationModel}
-
-
-def scale_in_name(path: str | Path) -> str | None:
-    """The scale ultralytics will read from a model file's name, or None when the name has none."""
-    match = SCALE_IN_NAME.search(Path(path).stem)
-    return match.group(2) if match else None
 
 
 def read_model_yaml(path: str | Path, *, scale: str | None = None,

@@ -55,11 +55,14 @@ class ModelChoice:
     scale: str | None = None
     placements: tuple[str, ...] = ("p3",)
     bra_options: dict[str, int] = field(default_factory=dict)
+    family: str = "yolov8"
+    task: str = "detect"
 
     def describe(self) -> dict[str, Any]:
         if self.path:
             return {"path": str(self.path), **({"scale": self.scale} if self.scale else {})}
-        return {"scale": self.scale or "n", "placements": list(self.placements), **self.bra_options}
+        return {"family": self.family, "task": self.task, "scale": self.scale or "n",
+                "placements": list(self.placements), **self.bra_options}
 
 
 @dataclass
@@ -102,8 +105,9 @@ def _materialise(choice: ModelChoice, notice: Notice) -> _Model:
     from bracli import templates
 
     scale = choice.scale or "n"
-    cfg = templates.render(scale, list(choice.placements), **choice.bra_options)
-    name = templates.model_filename(scale, list(choice.placements))
+    cfg = templates.render(scale, list(choice.placements), family=choice.family, task=choice.task,
+                           **choice.bra_options)
+    name = templates.model_filename(scale, list(choice.placements), choice.family, choice.task)
     header = f"rendered by bracli {__version__} for bra train: {choice.describe()}"
     return _Model(cfg=cfg, name=name, text=templates.to_yaml(cfg, header))
 
@@ -131,18 +135,19 @@ def train(data: str | Path | None = None, model: ModelChoice | None = None, weig
         return _resume(resume, data, device=device, project=project, allow_download=allow_download,
                        extras=extras, callbacks=callbacks)
     imgsz = options.imgsz(imgsz, notice=notice)
+    choice = model or ModelChoice()
+    built = _materialise(choice, notice)
+    task = models.task_of(built.cfg)
     if data is None:
         from bracli.dataset.sample import default_sample
 
-        data = default_sample()
+        data = default_sample(task=task)
     data_path = resolve_data(data, allow_download)
     source = read_checkpoint(weights) if weights else None
-    choice = model or ModelChoice()
-    built = _materialise(choice, notice)
     if source is not None:
         _check_weights_fit(source, built.cfg)
     initial = source.model if source is not None else built.source.model if built.source is not None else None
-    root = project_dir(project, models.task_of(built.cfg))
+    root = project_dir(project, task)
     args = {"model": built.name, "data": str(data_path), "epochs": epochs, "imgsz": imgsz, "batch": batch,
             "workers": workers, "project": str(root), "seed": seed, "exist_ok": False, "pretrained": False,
             **extras}
@@ -164,7 +169,7 @@ def train(data: str | Path | None = None, model: ModelChoice | None = None, weig
     def build(trainer) -> None:
         trainer.model = trainer.get_model(cfg=built.cfg, weights=initial)
 
-    trainer = _run(TRAINERS[models.task_of(built.cfg)], args, root,
+    trainer = _run(TRAINERS[task], args, root,
                    {"on_pretrain_routine_end": write_run_files, **(callbacks or {})}, build)
     return _result(trainer, model=str(choice.describe()), data=str(data_path))
 

@@ -3,10 +3,13 @@
 ultralytics copies weights by key and shape, so inserting a BRA layer at index i shifts every later
 layer's key (``model.17.*`` becomes ``model.18.*``) and those layers silently start from scratch.
 Here every layer gets an identity that does not depend on insertions — a plain layer is known by
-its position among the non-BRA layers (its index in the vanilla YOLOv8), a BRA layer by the plain
-layer it follows. The source model is re-indexed to the target's layout and then loaded with
-ultralytics' own ``load`` (which also adapts the class head when the class count differs); the
-report is taken afterwards by comparing values, so it says what really arrived.
+its position among the non-BRA layers (its index in the vanilla graph of any family — YOLOv8,
+YOLO11, YOLO26), a BRA layer by the plain layer it follows. The source model is re-indexed to the
+target's layout and then loaded with ultralytics' own ``load`` (which also adapts the class head
+when the class count differs); the report is taken afterwards by comparing values, so it says what
+really arrived. Heads of different tasks share their detection branches (a Segment head is a Detect
+head plus mask branches), so a detection checkpoint fills a segmentation model's box and class
+branches, and the report names the mask tensors that start fresh.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from torch import nn
 
 from bracli.nn import BiLevelRoutingAttention
 
+SHOWN_MODULES = 4  # fresh tensors are summarised per module, the first few by name
 LayerKey = tuple[str, int]  # ("layer", vanilla index) or ("bra", vanilla index of the layer it follows)
 
 
@@ -32,6 +36,7 @@ class TransferReport:
     target_tensors: int
     fresh_bra_layers: list[int] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # source key -> reason
+    fresh: list[str] = field(default_factory=list)  # model tensors outside BRA layers that got no source value
 
     @property
     def complete(self) -> bool:
@@ -47,6 +52,11 @@ class TransferReport:
             text += " (not transferred: " + ", ".join(f"{n} {r}" for r, n in reasons.most_common()) + ")"
         if self.fresh_bra_layers:
             text += f"; BRA layers {self.fresh_bra_layers} initialised fresh"
+        if self.fresh:
+            modules = list(Counter(".".join(key.split(".")[:3]) for key in self.fresh).items())
+            shown = ", ".join(f"{module} ({n})" for module, n in modules[:SHOWN_MODULES])
+            more = f" and {len(modules) - SHOWN_MODULES} more modules" if len(modules) > SHOWN_MODULES else ""
+            text += f"; {len(self.fresh)} model tensors had no source and start fresh: {shown}{more}"
         return text
 
 
@@ -75,11 +85,12 @@ def align(source: nn.Module, target: nn.Module) -> tuple[nn.Module, dict[int, in
     source_ids = layer_keys(aligned.model)
     by_id = {key: index for index, key in source_ids.items()}
     target_ids = layer_keys(target.model)
+    heads = (len(target.model) - 1, len(source_layers) - 1)
     slots: list[nn.Module] = []
     mapping: dict[int, int] = {}
     for index, identity in target_ids.items():
         src = by_id.get(identity)
-        if src is not None and type(source_layers[src]) is type(target.model[index]):
+        if src is not None and _compatible(source_layers[src], target.model[index], (index, src) == heads):
             slots.append(source_layers[src])
             mapping[index] = src
         else:
@@ -95,12 +106,21 @@ def align(source: nn.Module, target: nn.Module) -> tuple[nn.Module, dict[int, in
     return aligned, mapping, unmatched
 
 
+def _compatible(source: nn.Module, target: nn.Module, heads: bool) -> bool:
+    """Same layer type; for the two heads, also one head type extending the other (Detect -> Segment)."""
+    if type(source) is type(target):
+        return True
+    return heads and (isinstance(source, type(target)) or isinstance(target, type(source)))
+
+
 def transfer_weights(model: nn.Module, source: nn.Module) -> TransferReport:
-    """Load ``source`` (an ultralytics detection model) into ``model`` across inserted/removed BRA layers."""
+    """Load ``source`` (an ultralytics detection or segmentation model) into ``model`` across inserted/removed
+    BRA layers, per tensor (same key and shape once re-indexed)."""
     aligned, mapping, skipped = align(source, model)
     model.load(aligned, verbose=False)
     target_state = model.state_dict()
     transferred = 0
+    arrived: set[str] = set()
     for key, value in aligned.state_dict().items():
         _, index, rest = key.split(".", 2)
         source_key = f"model.{mapping[int(index)]}.{rest}"
@@ -111,9 +131,12 @@ def transfer_weights(model: nn.Module, source: nn.Module) -> TransferReport:
             skipped[source_key] = "shape differs (e.g. class count)"
         elif torch.equal(mine.to(value.dtype).cpu(), value.cpu()):
             transferred += 1
+            arrived.add(key)
         else:
             skipped[source_key] = "not loaded"
     touched = set(mapping)
-    fresh = [i for i, key in layer_keys(model.model).items() if key[0] == "bra" and i not in touched]
+    ids = layer_keys(model.model)
+    fresh_bra = [i for i, key in ids.items() if key[0] == "bra" and i not in touched]
+    fresh = [key for key in target_state if key not in arrived and ids[int(key.split(".")[1])][0] == "layer"]
     return TransferReport(transferred=transferred, source_tensors=len(source.state_dict()),
-                          target_tensors=len(target_state), fresh_bra_layers=fresh, skipped=skipped)
+                          target_tensors=len(target_state), fresh_bra_layers=fresh_bra, skipped=skipped, fresh=fresh)

@@ -58,7 +58,7 @@ class ModelCost:
 
 @dataclass
 class CostReport:
-    """``bra profile``'s result: the model, optionally the vanilla YOLOv8 of its scale, and their ratios."""
+    """``bra profile``'s result: the model, optionally the plain model of its family and scale, and their ratios."""
 
     model: ModelCost
     baseline: ModelCost | None

@@ -13,7 +13,7 @@ import yaml
 
 from bracli import templates
 from bracli.cli import main
-from bracli.templates import PLACEMENTS, SCALES
+from bracli.templates import SCALES
 
 
 def run_init(*args: str) -> int:
@@ -96,6 +96,13 @@ def test_refuses_to_overwrite_without_force(workdir, capsys):
         (["--out", "model.yaml"], "model.yaml"),
         (["--out", "yolov8s-mine.yaml"], "yolov8s-mine.yaml"),
         (["--out", "yolov8n-mine.txt"], "yolov8n-mine.txt"),
+        (["--family", "yolov9"], "'yolov9'"),
+        (["--task", "pose"], "'pose'"),
+        (["-a", "psa"], "YOLOv8 has no placement 'psa'; it has backbone-p3, backbone-p4, backbone-p5, sppf, p3, p4"),
+        (["--family", "yolo11", "-a", "p6"], "'p6'"),
+        (["-a", "none,p3"], "'none'"),
+        (["--family", "yolo11", "--out", "model.yaml"], "e.g. yolo11n-custom.yaml"),
+        (["--list", "--family", "v8"], "'v8'"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )
@@ -127,16 +134,69 @@ def test_read_only_folder_exits_2(workdir, capsys):
         folder.chmod(0o700)
 
 
-def test_list_shows_placements_and_scales(workdir, capsys):
-    assert run_init("--list") == 0
+@pytest.mark.parametrize(("family", "task"), [("yolov8", "detect"), ("yolo11", "detect"), ("yolo26", "segment")])
+def test_list_shows_the_family_placements_with_layer_stride_and_channels(workdir, capsys, family, task):
+    assert run_init("--list", "--family", family, "--task", task) == 0
     out = capsys.readouterr().out
-    for placement in PLACEMENTS:
-        assert re.search(rf"^\s*{placement}\s", out, re.MULTILINE)
+    for info in templates.describe_placements(family, task):
+        channels = "/".join(str(info.channels[s]) for s in SCALES)
+        assert re.search(rf"^\s*{info.name}\s+{info.follows} {info.module}\s+{info.stride}\s+{channels}\s", out,
+                         re.MULTILINE), info.name
+    assert ("psa" in out) == (family != "yolov8")
     for scale in SCALES:
         assert re.search(rf"^\s*{scale}\s", out, re.MULTILINE)
-    assert "15 C2f" in out and "9 SPPF" in out
-    assert "64/128/256" in out  # scale n channels at p3/p4/p5
     assert list(workdir.iterdir()) == []
+
+
+def test_list_of_yolov8_keeps_its_numbers(workdir, capsys):
+    assert run_init("--list") == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\s*p3\s+15 C2f\s+8\s+64/128/192/256/320\s", out, re.MULTILINE)
+    assert re.search(r"^\s*sppf\s+9 SPPF\s+32\s+256/512/576/512/640\s", out, re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    ("args", "name", "head"),
+    [
+        (["--family", "yolo11", "-a", "p3,psa"], "yolo11n-bra-psa-p3.yaml", "Detect"),
+        (["--family", "yolo26", "--task", "segment", "--scale", "s", "-a", "p4", "-a", "p3"],
+         "yolo26s-seg-bra-p3-p4.yaml", "Segment26"),
+        (["--task", "segment", "-a", "p3"], "yolov8n-seg-bra-p3.yaml", "Segment"),
+    ],
+    ids=["yolo11", "yolo26-seg", "yolov8-seg"],
+)
+def test_families_and_tasks_render_under_ultralytics_names(workdir, capsys, args, name, head):
+    assert run_init(*args) == 0
+    path = workdir / name
+    assert sorted(workdir.iterdir()) == [path]
+    model = yaml.safe_load(path.read_text())
+    meta = model[templates.METADATA_KEY]
+    family = args[args.index("--family") + 1] if "--family" in args else "yolov8"
+    task = args[args.index("--task") + 1] if "--task" in args else "detect"
+    assert model == templates.render(model["scale"], meta["placements"], family=family, task=task)
+    assert model["head"][-1][2] == head
+    out = capsys.readouterr().out
+    assert f"{templates.title(model)} + BRA" in out
+    for layer in meta["layers"]:
+        assert re.search(rf"^\s*{layer['index']}\s+{layer['placement']}\s", out, re.MULTILINE)
+
+
+@pytest.mark.parametrize(("family", "task", "name"), [("yolov8", "detect", "yolov8n.yaml"),
+                                                      ("yolo11", "detect", "yolo11n.yaml"),
+                                                      ("yolov8", "segment", "yolov8n-seg.yaml")])
+def test_bra_after_none_writes_the_vanilla_baseline(workdir, capsys, family, task, name):
+    assert run_init("--family", family, "--task", task, "--bra-after", "none") == 0
+    path = workdir / name
+    text = path.read_text()
+    assert yaml.safe_load(text) == templates.render("n", [], family=family, task=task)
+    assert "--bra-after none" in text and "BiLevelRoutingAttention" not in text
+    out = capsys.readouterr().out
+    assert "no BRA layer (the baseline)" in out and "BRA layers" not in out
+
+    from bracli.engine import models
+
+    params = sum(p.numel() for p in models.build(path).parameters())
+    assert f"{params:,} parameters" in out
 
 
 def test_bad_bra_options_fail_before_torch_is_imported(tmp_path):

@@ -151,3 +151,89 @@ def test_a_finished_sample_from_another_process_wins(tmp_path, monkeypatch):
     data_yaml = default_sample()
     assert (data_yaml.parent / "theirs").exists()
     assert os.listdir(tmp_path) == [sample.SAMPLE_VERSION]
+
+
+# ---------------------------------------------------------------- the segmentation sample
+
+
+def _polygons(label: Path) -> list[tuple[int, np.ndarray]]:
+    rows = [line.split() for line in label.read_text().splitlines()]
+    return [(int(row[0]), np.array(row[1:], dtype=float).reshape(-1, 2)) for row in rows]
+
+
+def test_segment_sample_has_the_detect_images_and_polygons_whose_boxes_are_the_detect_boxes(tmp_path):
+    detect = write_sample(tmp_path / "d", seed=5, n_train=4, n_val=2).parent
+    segment = write_sample(tmp_path / "s", seed=5, n_train=4, n_val=2, task="segment").parent
+    detect_files, segment_files = _digest(detect), _digest(segment)
+    assert detect_files.keys() == segment_files.keys()
+    assert all(detect_files[k] == segment_files[k] for k in detect_files if k.endswith(".jpg"))
+    for label in sorted((segment / "labels").rglob("*.txt")):
+        boxes = [line.split() for line in (detect / label.relative_to(segment)).read_text().splitlines()]
+        polygons = _polygons(label)
+        assert len(polygons) == len(boxes) > 0
+        for (cls, points), box in zip(polygons, boxes, strict=True):
+            assert cls == int(box[0])
+            assert len(points) == {0: sample.CIRCLE_VERTICES, 1: 4, 2: 3}[cls]
+            (x0, y0), (x1, y1) = points.min(0), points.max(0)
+            cx, cy, w, h = (float(v) for v in box[1:])
+            assert np.allclose([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], [cx, cy, w, h], atol=2e-6)
+    text = (segment / "data.yaml").read_text()
+    assert "polygons" in text and "sample-seg-v1" in text
+
+
+def test_segment_polygons_outline_the_coloured_shapes():
+    for index in range(6):
+        image, shapes = sample.render_shapes(np.random.default_rng([0, 0, index]), 320)
+        hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+        vivid = (hsv[..., 1] > 120) & (hsv[..., 2] > 100)  # the clutter is grey: only shapes are vivid
+        drawn = np.zeros(vivid.shape, np.uint8)
+        for shape in shapes:
+            cv2.fillPoly(drawn, [np.round(np.array(shape.polygon) * 320 * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
+        drawn = drawn.astype(bool)
+        assert (vivid & drawn).sum() / (vivid | drawn).sum() > 0.9
+
+
+def test_segment_sample_is_clean_for_the_checker_and_for_ultralytics(tmp_path):
+    data_yaml = write_sample(tmp_path / "s", n_train=6, n_val=2, task="segment")
+    report = check(data_yaml)
+    assert report.issues == [] and report.summary["errors"] == 0
+
+    from bracli.engine import offline
+
+    offline.guard()
+    from ultralytics.data.utils import verify_image_label
+
+    for label in sorted((data_yaml.parent / "labels" / "train").iterdir()):
+        image = data_yaml.parent / "images" / "train" / f"{label.stem}.jpg"
+        _, boxes, _, segments, _, missing, found, empty, corrupt, message = verify_image_label(
+            (str(image), str(label), "", False, len(CLASS_NAMES), 0, 0, False))
+        assert (missing, found, empty, corrupt) == (0, 1, 0, 0), message
+        assert len(segments) == len(boxes) == len(_polygons(label))
+
+
+def test_default_segment_sample_is_cached_beside_the_detect_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sample, "DEFAULTS", {**sample.DEFAULTS, "n_train": 2, "n_val": 1})
+    segment = default_sample(task="segment")
+    detect = default_sample()
+    assert segment == tmp_path / "cache" / "sample-seg-v1" / "data.yaml"
+    assert detect == tmp_path / "cache" / sample.SAMPLE_VERSION / "data.yaml"
+    assert len(_polygons(next((segment.parent / "labels" / "train").iterdir()))[0][1]) >= 3
+    assert sorted(os.listdir(tmp_path / "cache")) == sorted([sample.SAMPLE_VERSION, "sample-seg-v1"])
+
+
+def test_unknown_task_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="'pose'"):
+        write_sample(tmp_path / "a", task="pose")
+    with pytest.raises(UsageError, match="'pose'"):
+        default_sample(task="pose")
+    assert not (tmp_path / "a").exists()
+
+
+def test_bra_dataset_sample_task_segment_writes_polygons(tmp_path, bra):
+    out = bra("dataset", "sample", tmp_path / "seg", "--task", "segment", "--n-train", "2", "--n-val", "1")
+    assert out.code == 0, out.err
+    labels = sorted((tmp_path / "seg" / "labels" / "train").iterdir())
+    assert len(labels) == 2 and all(len(row[1]) >= 3 for label in labels for row in _polygons(label))
+    bad = bra("dataset", "sample", tmp_path / "other", "--task", "pose")
+    assert bad.code == 2 and "'pose'" in bad.err and not (tmp_path / "other").exists()

@@ -28,7 +28,7 @@ def test_resume_reaches_the_planned_final_epoch(trained, train_options):
     assert epochs == list(range(1, train_options["epochs"] + 1))
     assert result.best is not None and result.best.is_file()
     options = yaml.safe_load((run_dir / "bracli.yaml").read_text())
-    assert options["model"] == {"scale": "n", "placements": ["p3"]}
+    assert options["model"] == {"family": "yolov8", "task": "detect", "scale": "n", "placements": ["p3"]}
     assert (run_dir / "yolov8n-bra-p3.yaml").is_file()
     assert (run_dir / "args.yaml").is_file()
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import pytest
 import torch
 
 from bracli import templates
 from bracli.engine import models
+from bracli.engine.checkpoint import read_checkpoint
 from bracli.engine.transfer import layer_keys, transfer_weights
 from bracli.nn import BiLevelRoutingAttention
 
@@ -76,3 +80,98 @@ def test_class_count_change_reports_the_head():
     assert not report.complete
     assert all(key.split(".")[1] == "22" for key in report.skipped)  # only Detect (vanilla index 22)
     assert "shape differs" in report.summary()
+
+
+# ---------------------------------------------------------------- every family and task, from checkpoint files
+
+VARIANTS = [pytest.param(family, task, id=f"{family}-{task}") for family in templates.FAMILIES
+            for task in templates.TASKS]
+
+
+def build(family: str, task: str, placements, nc: int = 3):
+    """The task's ultralytics model class, built from the rendered YAML (BRA registered by bracli.engine); a fresh
+    copy of a model built once per session, since building is the slow part of these tests."""
+    return copy.deepcopy(_built(family, task, tuple(placements), nc))
+
+
+@functools.cache
+def _built(family: str, task: str, placements: tuple[str, ...], nc: int):
+    from ultralytics.nn.tasks import DetectionModel, SegmentationModel
+
+    cls = {"detect": DetectionModel, "segment": SegmentationModel}[task]
+    return cls(templates.render("n", placements, family=family, task=task, nc=nc), nc=nc, verbose=False)
+
+
+def released_checkpoint(tmp_path, model, task: str):
+    """A checkpoint file as ultralytics writes it: a training checkpoint, then its own ``strip_optimizer``
+    (fp16 model, no optimizer) — the layout of the released yolo11n.pt / yolov8n-seg.pt."""
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    model.args = {"task": task, "imgsz": 640}
+    path = tmp_path / f"vanilla-{task}.pt"
+    torch.save({"epoch": 0, "model": None, "ema": model, "updates": 1, "optimizer": {}, "train_args": {"task": task}},
+               path)
+    strip_optimizer(path)
+    return read_checkpoint(path).model
+
+
+@pytest.mark.parametrize(("family", "task"), VARIANTS)
+def test_vanilla_checkpoint_of_every_family_moves_completely(tmp_path, family, task):
+    vanilla = randomised(build(family, task, []))
+    source = released_checkpoint(tmp_path, vanilla, task)
+    assert source is not vanilla and next(iter(source.state_dict().values())).dtype == torch.float32
+    bra = build(family, task, templates.placements_for(family, task))
+    report = transfer_weights(bra, source)
+
+    n = len(vanilla.state_dict())
+    assert report.summary().startswith(f"transferred {n}/{n} source tensors")
+    assert report.complete and report.skipped == {} and report.fresh == []
+    target = bra.state_dict()
+    for key, value in source.state_dict().items():
+        _, index, *rest = key.split(".")
+        moved = ".".join(["model", str(expected_index(int(index), bra)), *rest])
+        assert torch.equal(target[moved], value), key
+    assert report.fresh_bra_layers == [i for i, m in enumerate(bra.model) if isinstance(m, BiLevelRoutingAttention)]
+
+
+@pytest.mark.parametrize("family", ["yolov8", "yolo26"])
+def test_detection_checkpoint_fills_a_segment_model_except_its_mask_branches(tmp_path, family):
+    detect = randomised(build(family, "detect", []))
+    source = released_checkpoint(tmp_path, detect, "detect")
+    segment = build(family, "segment", ["p3"])
+    report = transfer_weights(segment, source)
+
+    head = len(segment.model) - 1
+    detect_head = {k.split(".", 2)[2] for k in detect.state_dict() if k.split(".")[1] == str(len(detect.model) - 1)}
+    mask_tensors = [k for k in segment.state_dict() if k.split(".")[1] == str(head) and k.split(".", 2)[2]
+                    not in detect_head]
+    assert mask_tensors and all(".proto." in k or "cv4" in k for k in mask_tensors)
+    assert report.transferred == report.source_tensors == len(detect.state_dict())  # every detection tensor fits
+    assert sorted(report.fresh) == sorted(mask_tensors)
+    assert f"{len(mask_tensors)} model tensors had no source and start fresh: model.{head}.proto" in report.summary()
+    assert f"model.{head}.cv4" in report.summary()
+
+
+def test_segment_checkpoint_into_a_detect_model_names_the_mask_tensors_left_behind(tmp_path):
+    segment = randomised(build("yolo11", "segment", []))
+    source = released_checkpoint(tmp_path, segment, "segment")
+    detect = build("yolo11", "detect", ["psa"])
+    report = transfer_weights(detect, source)
+
+    head = str(len(segment.model) - 1)
+    left = {k for k in segment.state_dict() if k.split(".")[1] == head and (".proto." in k or ".cv4." in k)}
+    assert not report.complete
+    assert set(report.skipped) == left
+    assert set(report.skipped.values()) == {"tensor absent in the model"}
+    assert report.transferred == len(segment.state_dict()) - len(left)
+    assert report.fresh == []  # the detection model got everything it has
+    assert f"{len(left)} tensor absent in the model" in report.summary()
+
+
+def test_checkpoint_of_another_family_is_reported_not_silently_mixed(tmp_path):
+    source = released_checkpoint(tmp_path, randomised(build("yolov8", "detect", [])), "detect")
+    target = build("yolo11", "detect", ["p3"])
+    report = transfer_weights(target, source)
+    assert not report.complete
+    assert "layer type differs" in report.summary()  # C2f rows do not pour into C3k2 rows
+    assert report.fresh  # and the model says which of its own tensors start fresh
