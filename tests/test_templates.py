@@ -385,7 +385,7 @@ def test_every_placement_builds_at_every_scale(family, task, scale):
     import torch
     from ultralytics.nn.tasks import parse_model
 
-    from bracli.engine import models  # noqa: F401  (registers BRA, offline guard)
+    from bracli.engine import models  # noqa: F401
     from bracli.nn import BiLevelRoutingAttention
 
     rendered = templates.render(scale, templates.placements_for(family, task), family=family, task=task, nc=3)
@@ -422,7 +422,7 @@ def test_rendered_model_builds_and_runs(family, task, placements):
     """The task's ultralytics model class builds the rendered dict and predicts at 640×640 and 320×480."""
     import torch
 
-    from bracli.engine import models  # noqa: F401  (registers BRA, offline guard)
+    from bracli.engine import models  # noqa: F401
     from bracli.nn import BiLevelRoutingAttention
 
     nc = 3
@@ -460,9 +460,9 @@ def test_rendered_model_builds_and_runs(family, task, placements):
 def test_ultralytics_reads_scale_and_task_from_the_written_file(tmp_path, family, task):
     """YOLO('<rendered file>') after `import bracli`: the scale from the name, the task from the head."""
     import bracli  # noqa: F401
-    from bracli.engine import offline
+    from bracli.engine.setup import setup
 
-    offline.guard()  # before ultralytics is imported
+    setup()  # before ultralytics is imported, as every command does
     from ultralytics import YOLO
 
     rendered = templates.render("n", ["p3"], family=family, task=task, nc=4)

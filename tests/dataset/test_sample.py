@@ -198,9 +198,9 @@ def test_segment_sample_is_clean_for_the_checker_and_for_ultralytics(tmp_path):
     report = check(data_yaml)
     assert report.issues == [] and report.summary["errors"] == 0
 
-    from bracli.engine import offline
+    from bracli.engine.setup import setup
 
-    offline.guard()
+    setup()
     from ultralytics.data.utils import verify_image_label
 
     for label in sorted((data_yaml.parent / "labels" / "train").iterdir()):
