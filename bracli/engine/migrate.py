@@ -31,7 +31,12 @@ offline.guard()
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bracli.engine.legacy import LegacySettings, legacy_bra_globals, unsupported_message  # noqa: E402
+from bracli.engine.legacy import (  # noqa: E402
+    LegacySettings,
+    legacy_bra_globals,
+    legacy_checkpoint_message,
+    unsupported_message,
+)
 from bracli.errors import BracliError, UsageError  # noqa: E402
 from bracli.files import atomic_write_bytes, check_writable  # noqa: E402
 from bracli.nn.bra import BiLevelRoutingAttention  # noqa: E402
@@ -46,12 +51,9 @@ CHECK_SIDES = (3, 5)  # × the model stride: a forward at a size no common n_win
 
 
 class _StandIn(nn.Module):
-    """Holds a legacy module's pickled state; never runs (``bra migrate`` replaces it)."""
+    """Holds a legacy module's pickled state and the name it was pickled under; has no forward, never runs."""
 
     pickled_as = ""
-
-    def forward(self, *args: Any) -> Any:
-        raise RuntimeError(f"{self.pickled_as} is a legacy layer; convert the checkpoint with bra migrate")
 
 
 class _LegacyBRA(_StandIn):
@@ -102,7 +104,7 @@ def migrate(source: str | Path, out: str | Path, *, force: bool = False) -> Migr
     if out.resolve() == source.resolve():
         raise UsageError("--out must be a new file: bra migrate never writes over its source")
     check_writable(out, force)
-    ckpt = read_restricted(source)
+    ckpt = read_restricted(source, legacy=True)
     if not isinstance(ckpt, dict):
         raise BracliError(f"{source} is not an ultralytics checkpoint (expected a dict with model/ema)")
     layers: dict[tuple[str, str], MigratedLayer] = {}
@@ -129,8 +131,12 @@ def migrate(source: str | Path, out: str | Path, *, force: bool = False) -> Migr
                          kept=list(ckpt), yaml_rows=sorted(yaml_rows), checked=checked)
 
 
-def read_restricted(source: str | Path | io.BytesIO) -> Any:
-    """``torch.load(weights_only=True)`` with bracli's allow-list and the legacy classes as stand-ins."""
+def read_restricted(source: str | Path | io.BytesIO, *, legacy: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` with bracli's allow-list; nothing in the file runs.
+
+    A file that pickles BiFormer's legacy BRA classes is refused with the ``bra migrate`` hint, unless
+    ``legacy`` (what ``bra migrate`` passes): then they load as state-only stand-ins.
+    """
     name = source if isinstance(source, (str, Path)) else "the checkpoint"
     try:
         needed = torch.serialization.get_unsafe_globals_in_checkpoint(source)
@@ -138,6 +144,8 @@ def read_restricted(source: str | Path | io.BytesIO) -> Any:
         raise BracliError(f"{name} is not a readable torch.save checkpoint: {_first_line(e)}") from e
     if isinstance(source, io.BytesIO):
         source.seek(0)
+    if not legacy and (message := legacy_checkpoint_message(name, needed)):
+        raise BracliError(message)
     entries = _allow_list(needed, name)
     registered = set(torch.serialization.get_safe_globals())
     try:

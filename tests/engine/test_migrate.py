@@ -18,7 +18,8 @@ from bracli.engine import legacy, migrate
 from bracli.errors import BracliError, UsageError
 from tests.legacy_bra import BLOG_MODULE, legacy_detector, load_as_blog, save_like_ultralytics
 
-SIZES = [(640, 640), (320, 480)]  # at 320×480 the P3 map is 40×60: not a multiple of n_win 7
+# P3 maps: 80×80 and 40×60 are not multiples of n_win 7 (the attention pads), 56×56 is
+SIZES = [(640, 640), (320, 480), (448, 448)]
 TOLERANCE = 1e-4  # max |patched - migrated| relative to the largest |output|
 
 
@@ -215,3 +216,15 @@ def test_checkpoint_without_legacy_layers(migrated, tmp_path):
     with pytest.raises(BracliError, match="holds no legacy BRA layer"):
         migrate.migrate(migrated.out, tmp_path / "out.pt")
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_restricted_reader_for_other_commands(legacy_ckpt, migrated):
+    """What bra val/predict/export/train --weights can use: legacy files get the migrate hint, others load."""
+    with pytest.raises(BracliError, match=r"trained with a patched ultralytics.*bra migrate"):
+        migrate.read_restricted(legacy_ckpt)
+    ckpt = migrate.read_restricted(migrated.out)
+    full = torch.load(migrated.out, map_location="cpu", weights_only=False)
+    assert type(ckpt["ema"]) is type(full["ema"])
+    restored, expected = ckpt["ema"].state_dict(), full["ema"].state_dict()
+    assert all(torch.equal(restored[k], expected[k]) for k in expected)
+    assert ckpt["train_args"] == full["train_args"]
