@@ -21,12 +21,12 @@ import torch
 from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel, load_checkpoint
 
+from bracli.engine.legacy import legacy_checkpoint_message
 from bracli.errors import BracliError, UsageError
 
 SUFFIX = ".pt"  # the only checkpoint suffix ultralytics loads as a model
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 # Module prefixes the restricted loader reconstructs (ultralytics' allow-list, torch's own types, bracli).
-LEGACY_BRA_CLASSES = frozenset({"BiLevelRoutingAttention", "TopkRouting", "KVGather", "QKVLinear"})
 _ALLOWED_PREFIXES = ("ultralytics.", "torch.", "collections.", "numpy.", "builtins.", "pathlib.", "bracli.nn.")
 
 
@@ -89,16 +89,10 @@ def read_checkpoint(weights: str | Path, *, trusted: bool = False) -> Checkpoint
 
 
 def _refuse_legacy_bra(path: Path) -> None:
-    """A checkpoint from an ultralytics patched with blog code names BRA classes bracli can convert."""
-    legacy = legacy_bra_globals(_globals_needed(path))
-    if legacy:
-        raise BracliError(f"{path} was trained with a patched ultralytics (it needs {legacy[0]}); convert it with "
-                          f"`bra migrate {path} --out NEW.pt`")
-
-
-def legacy_bra_globals(names: Iterable[str]) -> list[str]:
-    """The BRA classes of a blog-patched ultralytics that a checkpoint refers to."""
-    return [n for n in names if n.startswith("ultralytics.") and n.rpartition(".")[2] in LEGACY_BRA_CLASSES]
+    """A checkpoint from an ultralytics patched with blog code pickles BRA classes bracli can convert."""
+    message = legacy_checkpoint_message(path, _globals_needed(path))
+    if message:
+        raise BracliError(message)
 
 
 def _globals_needed(path: Path) -> list[str]:
