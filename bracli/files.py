@@ -36,6 +36,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, force: bool = False) -> Pa
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual permissions
         if not force and path.exists():  # appeared while we were writing
             raise OutputExistsError(path)
         os.replace(tmp, path)
@@ -43,6 +44,12 @@ def atomic_write_bytes(path: str | Path, data: bytes, force: bool = False) -> Pa
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str, force: bool = False) -> Path:
