@@ -84,7 +84,8 @@ def export(weights: str | Path | Checkpoint, *, format: str = "onnx", imgsz: int
                        force)
     sizes: list[tuple[int, int]] = [(imgsz, imgsz)]
     if dynamic:
-        sizes.append((options.imgsz(imgsz * 3 // 4), imgsz))  # a rectangular input proves the dynamic axes
+        shorter = max(options.STRIDE, imgsz * 3 // 4 // options.STRIDE * options.STRIDE)
+        sizes.append((shorter, imgsz))  # a rectangular input proves the dynamic axes
     image = parity_image(checkpoint)
     parity = check_parity(checkpoint.model, produced, image, sizes, half=half, device=device, conf=conf, iou=iou)
     return ExportResult(path=produced, format=fmt, tolerance=tolerance(half), parity=parity, image=str(image))

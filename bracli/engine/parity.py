@@ -79,16 +79,18 @@ def _compare(reference: torch.nn.Module, backend, image_path: Path, size: tuple[
 
 
 def _outputs(result) -> list[torch.Tensor]:
-    """The tensors an export returns, in its order: predictions, then (segmentation) mask prototypes."""
+    """The tensors an export returns, in its order: predictions, then (segmentation) mask prototypes.
+
+    An export returns them as a list; torch in eval mode returns ``(predictions, extras)`` for detection and
+    ``((predictions, prototypes), extras)`` for segmentation.
+    """
     if isinstance(result, torch.Tensor):
         return [result]
     first = result[0]
-    if isinstance(first, torch.Tensor) and len(result) > 1 and isinstance(result[1], torch.Tensor):
-        return [first, result[1]]  # an export: (predictions, prototypes)
-    if isinstance(first, torch.Tensor) and len(result) > 1 and isinstance(result[1], (list, tuple)) and \
-            len(result[1]) == 3 and isinstance(result[1][-1], torch.Tensor) and result[1][-1].dim() == 4:
-        return [first, result[1][-1]]  # torch segmentation in eval mode: (predictions, (feats, coeffs, protos))
-    return [first]
+    if isinstance(first, (list, tuple)):
+        return [t for t in first if isinstance(t, torch.Tensor)]
+    rest = [t for t in result[1:] if isinstance(t, torch.Tensor) and t.dim() == 4]  # an export's prototypes
+    return [first, *rest]
 
 
 def same_detections(a: torch.Tensor, b: torch.Tensor, min_iou: float = 0.9) -> bool:
