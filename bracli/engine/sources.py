@@ -9,6 +9,7 @@ first (the socket, then a window in a child process).
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 import socket
@@ -92,16 +93,26 @@ def _images_in(folder: Path) -> list[str]:
 
 
 def unreadable_images(images: list[str]) -> dict[str, str]:
-    """Image → why training-grade decoding would fail (empty, not an image, cut short), from header and bytes."""
+    """Image → why decoding would fail (empty, not an image, cut short), from the header and the bytes.
+
+    ultralytics wraps PIL's ``Image.open`` to offer installing a HEIF plugin for files it cannot identify;
+    its log is held back here, since the reason is reported per image.
+    """
     from bracli.dataset.inspect import inspect_image
 
     fatal = {"image.missing", "image.corrupt", "image.truncated", "image.unsupported_format", "image.tiny"}
     bad = {}
-    for image in images:
-        facts = inspect_image(image, perceptual=False)
-        problem = next((p for p in facts.problems if p[0] in fatal), None)
-        if problem is not None:
-            bad[image] = problem[2]
+    library_log = logging.getLogger("ultralytics")
+    level = library_log.level
+    library_log.setLevel(logging.ERROR)
+    try:
+        for image in images:
+            facts = inspect_image(image, perceptual=False)
+            problem = next((p for p in facts.problems if p[0] in fatal), None)
+            if problem is not None:
+                bad[image] = problem[2]
+    finally:
+        library_log.setLevel(level)
     return bad
 
 
