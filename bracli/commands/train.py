@@ -112,6 +112,7 @@ def _reported_once(world: distributed.World) -> Iterator[None]:
         if world.main:
             raise
         if distributed.silent_here(e, world):
+            distributed.step_aside(e)
             raise typer.Exit(e.exit_code) from None
         raise distributed.on_this_rank(e, world) from e
 

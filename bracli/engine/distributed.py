@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import os
 import socket
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -27,6 +28,7 @@ from bracli.errors import BracliError, UsageError
 
 TIMEOUT_ENV = "BRA_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800  # torch's own default for gloo; ranks wait this long for a peer before failing
+REPORT_GRACE_S = 5.0  # how long a quiet rank waits for rank 0 to print a shared error (see step_aside)
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,14 @@ def silent_here(error: BaseException, world: World) -> bool:
     """Whether this rank keeps quiet about ``error`` because rank 0 prints the same line: errors raised alike
     everywhere, and usage errors (decided from the command line, which every rank was given)."""
     return not world.main and (getattr(error, "everywhere", False) or isinstance(error, UsageError))
+
+
+def step_aside(error: BaseException) -> None:
+    """Before a rank other than 0 exits quietly on an error raised alike everywhere at start-up: wait, so that
+    rank 0 prints it first. torchrun stops every process once one has exited with a failure; a rank that left
+    at once could get rank 0 killed before it said why."""
+    if isinstance(error, (UsageError, WorldError)):
+        time.sleep(REPORT_GRACE_S)
 
 
 def on_this_rank(error: BracliError, world: World) -> BracliError:

@@ -159,9 +159,12 @@ def test_batch_checked_before_anything_heavy(bra, monkeypatch):
     assert r.code == 2
     assert "--batch 5 does not split evenly over 2 processes" in r.err
     assert "use --batch 4 or 6" in r.err
-    monkeypatch.setenv("RANK", "1")  # the same mistake on another rank: rank 0 says it
+    monkeypatch.setenv("RANK", "1")  # the same mistake on another rank: rank 0 says it, given time to
+    monkeypatch.setattr(distributed, "REPORT_GRACE_S", 0.5)
+    started = time.monotonic()
     r = bra("train", "--batch", "5", "--epochs", "1")
     assert (r.code, r.out, r.err) == (2, "", "")
+    assert time.monotonic() - started >= 0.5
 
 
 # ------------------------------------------------------------------------------- two nodes on this CPU
