@@ -126,13 +126,6 @@ def timeout(environ: Mapping[str, str] | None = None) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def torch_device(device: str):
-    """``cpu`` or a GPU index (``local_device``'s answer) as a torch device."""
-    import torch
-
-    return torch.device("cpu") if device == "cpu" else torch.device("cuda", int(device))
-
-
 def join(world: World, device: str) -> None:
     """Start the process group over the whole world (once per process) and check that every rank runs the same
     bracli. Whoever started the group first (bracli's engine, or ultralytics' own launcher) wins."""
@@ -143,7 +136,7 @@ def join(world: World, device: str) -> None:
 
     if dist.is_initialized():
         return
-    where = torch_device(device)
+    where = torch.device("cpu") if device == "cpu" else torch.device("cuda", int(device))  # local_device's answer
     if where.type == "cuda":
         torch.cuda.set_device(where)
         os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")  # a timed-out step raises (as ultralytics sets it)
@@ -211,7 +204,9 @@ def step_aside(error: BaseException) -> None:
 
 def on_this_rank(error: BracliError, world: World) -> BracliError:
     """An error of this rank alone, with the rank and host in front (its exit code kept)."""
-    return WorldError(f"rank {world.rank} ({socket.gethostname()}): {error}", error.exit_code)
+    local = BracliError(f"rank {world.rank} ({socket.gethostname()}): {error}")
+    local.exit_code = error.exit_code
+    return local
 
 
 @dataclass
