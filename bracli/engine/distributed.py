@@ -50,9 +50,6 @@ class World:
         """Rank 0 alone writes the run folder and prints the result."""
         return self.rank == 0
 
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
 
 def world(environ: Mapping[str, str] | None = None) -> World:
     """The world torchrun describes in the environment; ``WORLD_SIZE`` ≤ 1 (or unset) is one process, as in
@@ -250,19 +247,19 @@ def disagreement(reports: list[dict[str, Any]]) -> tuple[str | None, int]:
     if len(versions) > 1:
         found = "; ".join(f"{version} on {where}" for version, where in versions.items())
         return f"bracli differs across the nodes ({found}); install the same version on every node", 1
+    failed = [r for r in reports if r["failure"]]
+    if failed:
+        message, code = failed[0]["failure"]
+        if len(failed) < len(reports) or any(r["failure"] != failed[0]["failure"] for r in failed):
+            more = f" (and {len(failed) - 1} more rank(s))" if len(failed) > 1 else ""
+            message = f"rank {failed[0]['rank']} ({failed[0]['host']}){more}: {message}"
+        return message, code
     for name in reports[0]["facts"]:
         values = _by_value(reports, lambda r, name=name: r["facts"].get(name))
         if len(values) > 1:
             found = "; ".join(f"{value} on {where}" for value, where in values.items())
             return f"the ranks disagree on the {name} ({found}); give it explicitly", 2
-    failed = [r for r in reports if r["failure"]]
-    if not failed:
-        return None, 0
-    message, code = failed[0]["failure"]
-    if len(failed) < len(reports) or any(r["failure"] != failed[0]["failure"] for r in failed):
-        more = f" (and {len(failed) - 1} more rank(s))" if len(failed) > 1 else ""
-        message = f"rank {failed[0]['rank']} ({failed[0]['host']}){more}: {message}"
-    return message, code
+    return None, 0
 
 
 def _by_value(reports: list[dict[str, Any]], key) -> dict[Any, str]:

@@ -170,7 +170,7 @@ def train(data: str | Path | None = None, model: ModelChoice | None = None, weig
     run_info = {"bracli": __version__, "data": str(Path(data).resolve()), "data_resolved": str(data_path),
                 "model": choice.describe(), "weights": str(source.path) if source else None, "extras": extras}
     if world.distributed:
-        run_info["world"] = world.to_dict()
+        run_info["world"] = {"size": world.size, "nodes": world.nodes}  # completed by _record_world at the end
 
     def write_run_files(trainer) -> None:
         if not world.main:

@@ -122,6 +122,12 @@ def test_failure_on_every_rank_alike_is_said_once_plainly():
     assert distributed.disagreement([_report(0, failure=failure), _report(1, failure=failure)]) == (failure[0], 2)
 
 
+def test_a_failure_comes_before_facts_it_left_unset():
+    message, _ = distributed.disagreement([_report(0, facts={"run to resume": "x"}),
+                                           _report(1, failure=("no run to resume", 1))])
+    assert message == "rank 1 (a): no run to resume"
+
+
 def test_facts_that_differ():
     message, code = distributed.disagreement([_report(0, facts={"run to resume": "x"}),
                                               _report(1, facts={"run to resume": "y"})])
