@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from bracli import options
-from bracli.errors import UsageError
+from bracli.engine import distributed  # reads torchrun's environment; imports neither torch nor ultralytics
+from bracli.errors import BracliError, UsageError
 from bracli.output import Output
 
 NAME = "train"
@@ -51,46 +54,71 @@ def command(
     json_out: options.JsonOut = None,
     force: options.Force = False,
 ) -> None:
-    """Train a BRA detector (built-in sample data by default)."""
-    out = Output(json_out, force=force)
-    paths, extra_pairs = options.split_positionals(args, 2 if resume else 1, "data file")
-    extras = options.parse_extras(extra_pairs, OWN_EXTRAS)
-    bra = options.bra_options(n_win=n_win, topk=topk, heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim)
-    rendering = {"--bra-after": bra_after, "--family": family != "yolov8", "--task": task != "detect"}
-    given = [flag for flag, value in rendering.items() if value] + [f"--{k.replace('_', '-')}" for k in bra]
-    if model and given:
-        raise UsageError(f"--model takes the architecture from its file; drop {'/'.join(given)} or --model")
-    if resume and (model or weights or given or scale):
-        raise UsageError("--resume continues a run as it was; it takes no model, scale or weights options")
-    imgsz = options.imgsz(imgsz, notice=out.warn)
-    device = options.device(device)
+    """Train a BRA detector (built-in sample data by default). Under torchrun, on every node: see docs/train.md."""
+    world = distributed.world()
+    with _reported_once(world):
+        out = Output(json_out if world.main else None, force=force)
+        notice = out.warn if world.main else _quiet
+        paths, extra_pairs = options.split_positionals(args, 2 if resume else 1, "data file")
+        extras = options.parse_extras(extra_pairs, OWN_EXTRAS)
+        bra = options.bra_options(n_win=n_win, topk=topk, heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim)
+        rendering = {"--bra-after": bra_after, "--family": family != "yolov8", "--task": task != "detect"}
+        given = [flag for flag, value in rendering.items() if value] + [f"--{k.replace('_', '-')}" for k in bra]
+        if model and given:
+            raise UsageError(f"--model takes the architecture from its file; drop {'/'.join(given)} or --model")
+        if resume and (model or weights or given or scale):
+            raise UsageError("--resume continues a run as it was; it takes no model, scale or weights options")
+        imgsz = options.imgsz(imgsz, notice=notice)
+        device = options.device(device)
+        if not resume:  # a resumed run's batch is the checkpoint's, checked by the trainer
+            distributed.check_batch(batch, world)
 
-    from bracli import templates
+        from bracli import templates
 
-    templates.check_family(family)
-    templates.check_task(task)
-    placements = templates.parse_placements(bra_after or ["p3"], family, task)
-    if not resume and model is None:  # bad options fail before torch is imported
-        templates.render(scale or "n", placements, family=family, task=task, **bra)
+        templates.check_family(family)
+        templates.check_task(task)
+        placements = templates.parse_placements(bra_after or ["p3"], family, task)
+        if not resume and model is None:  # bad options fail before torch is imported
+            templates.render(scale or "n", placements, family=family, task=task, **bra)
 
-    from bracli.engine.setup import setup
+        from bracli.engine.setup import setup
 
-    setup(trust_checkpoints=options.trust_checkpoints(trust_checkpoint))
-    from bracli.engine import train
+        setup(trust_checkpoints=options.trust_checkpoints(trust_checkpoint))
+        from bracli.engine import train
 
-    with out.library_output():
-        if resume:
-            target, data = _resume_arguments(paths)
-            result = train.train(data, resume=target, device=device, project=project,
-                                 allow_download=allow_download, extras=extras, notice=out.warn)
-        else:
-            choice = train.ModelChoice(path=model, scale=scale, placements=tuple(placements), bra_options=bra,
-                                       family=family, task=task)
-            result = train.train(paths[0] if paths else None, choice, weights, epochs=epochs, imgsz=imgsz,
-                                 batch=batch, device=device, workers=workers, project=project, name=name, seed=seed,
-                                 allow_download=allow_download, extras=extras, notice=out.warn)
-    render(result, out)
-    out.emit(result)
+        with out.library_output():
+            if resume:
+                target, data = _resume_arguments(paths)
+                result = train.train(data, resume=target, device=device, project=project,
+                                     allow_download=allow_download, extras=extras, notice=notice)
+            else:
+                choice = train.ModelChoice(path=model, scale=scale, placements=tuple(placements), bra_options=bra,
+                                           family=family, task=task)
+                result = train.train(paths[0] if paths else None, choice, weights, epochs=epochs, imgsz=imgsz,
+                                     batch=batch, device=device, workers=workers, project=project, name=name, seed=seed,
+                                     allow_download=allow_download, extras=extras, notice=notice)
+        if world.main:
+            render(result, out)
+            out.emit(result)
+
+
+@contextlib.contextmanager
+def _reported_once(world: distributed.World) -> Iterator[None]:
+    """Under torchrun every rank runs this command: rank 0 prints the errors all ranks hit alike, the others
+    print only their own, with their rank in front."""
+    try:
+        yield
+    except BracliError as e:
+        if world.main:
+            raise
+        if distributed.silent_here(e, world):
+            distributed.step_aside(e)
+            raise typer.Exit(e.exit_code) from None
+        raise distributed.on_this_rank(e, world) from e
+
+
+def _quiet(message: str) -> None:
+    """Notices on ranks other than 0: rank 0 prints the same ones."""
 
 
 def _resume_arguments(paths: list[str]) -> tuple[str | bool, str | None]:

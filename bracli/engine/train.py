@@ -3,12 +3,15 @@
 The model is built from a rendered dict, a model YAML read as data, or a checkpoint read once; the
 trainer gets the built model and the source weights as objects (no file is read twice). A run that
 fails or is interrupted before it saved anything leaves no folder behind; an interrupted run that has
-a ``last.pt`` says how to resume it.
+a ``last.pt`` says how to resume it. Under torchrun every rank runs this: the start-up checks end in an
+agreement (``distributed.start_up``), and rank 0 alone writes bracli's files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +21,7 @@ import torch
 import yaml
 
 from bracli import __version__, options
-from bracli.engine import models
+from bracli.engine import distributed, models
 from bracli.engine.checkpoint import Checkpoint, read_checkpoint
 from bracli.engine.data import resolve_data
 from bracli.engine.devices import check_device
@@ -42,9 +45,11 @@ def _log(message: str) -> None:
 
 
 class TrainingInterrupted(BracliError):
-    """Ctrl-C during training; the message says whether and how the run can be resumed."""
+    """Ctrl-C during training; the message says whether and how the run can be resumed. Under torchrun every
+    rank is interrupted alike."""
 
     exit_code = INTERRUPTED_EXIT
+    everywhere = True
 
 
 @dataclass
@@ -75,6 +80,7 @@ class TrainResult:
     model: str
     data: str
     transfer: dict | None = None
+    world: dict | None = None
 
     def to_dict(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -129,23 +135,29 @@ def train(data: str | Path | None = None, model: ModelChoice | None = None, weig
           notice: Notice = _log) -> TrainResult:
     """Train a BRA detector; ``resume`` continues an interrupted run instead of starting one."""
     extras = validate_extras(extras)
+    world = distributed.world()
     device = options.device(device)
+    if world.distributed:
+        distributed.check_batch(batch, world)
+        device = distributed.local_device(device, world, torch.cuda.is_available())
     check_device(device)
+    distributed.join(world, device)
     if resume:
         return _resume(resume, data, device=device, project=project, allow_download=allow_download,
-                       extras=extras, callbacks=callbacks)
-    imgsz = options.imgsz(imgsz, notice=notice)
-    choice = model or ModelChoice()
-    built = _materialise(choice, notice)
-    task = models.task_of(built.cfg)
-    if data is None:
-        from bracli.dataset.sample import default_sample
+                       extras=extras, callbacks=callbacks, world=world)
+    with distributed.start_up(world):
+        imgsz = options.imgsz(imgsz, notice=notice)
+        choice = model or ModelChoice()
+        built = _materialise(choice, notice)
+        task = models.task_of(built.cfg)
+        if data is None:
+            from bracli.dataset.sample import default_sample
 
-        data = default_sample(task=task)
-    data_path = resolve_data(data, allow_download)
-    source = read_checkpoint(weights) if weights else None
-    if source is not None:
-        _check_weights_fit(source, built.cfg)
+            data = default_sample(task=task)
+        data_path = resolve_data(data, allow_download)
+        source = read_checkpoint(weights) if weights else None
+        if source is not None:
+            _check_weights_fit(source, built.cfg)
     initial = source.model if source is not None else built.source.model if built.source is not None else None
     root = project_dir(project, task)
     args = {"model": built.name, "data": str(data_path), "epochs": epochs, "imgsz": imgsz, "batch": batch,
@@ -157,12 +169,16 @@ def train(data: str | Path | None = None, model: ModelChoice | None = None, weig
         args["device"] = device
     run_info = {"bracli": __version__, "data": str(Path(data).resolve()), "data_resolved": str(data_path),
                 "model": choice.describe(), "weights": str(source.path) if source else None, "extras": extras}
+    if world.distributed:
+        run_info["world"] = {"size": world.size, "nodes": world.nodes}  # completed by _record_world at the end
 
     def write_run_files(trainer) -> None:
+        if not world.main:
+            return
         report = trainer.transfer_report
-        info = {**run_info, "transfer": report.to_dict() if report else None}
+        run_info["transfer"] = report.to_dict() if report else None
         save_dir = Path(trainer.save_dir)
-        atomic_write_text(save_dir / "bracli.yaml", yaml.safe_dump(info, sort_keys=False), force=True)
+        atomic_write_text(save_dir / "bracli.yaml", yaml.safe_dump(run_info, sort_keys=False), force=True)
         if built.text is not None:
             atomic_write_text(save_dir / built.name, built.text, force=True)
 
@@ -170,37 +186,44 @@ def train(data: str | Path | None = None, model: ModelChoice | None = None, weig
         trainer.model = trainer.get_model(cfg=built.cfg, weights=initial)
 
     trainer = _run(TRAINERS[task], args, root,
-                   {"on_pretrain_routine_end": write_run_files, **(callbacks or {})}, build)
-    return _result(trainer, model=str(choice.describe()), data=str(data_path))
+                   {"on_pretrain_routine_end": write_run_files, **(callbacks or {})}, build, world)
+    return _result(trainer, model=str(choice.describe()), data=str(data_path), world=world)
 
 
 def _resume(resume: str | Path | bool, data: str | Path | None, *, device: str | None, project: str | Path | None,
-            allow_download: bool, extras: dict[str, Any], callbacks: dict[str, Callable] | None) -> TrainResult:
+            allow_download: bool, extras: dict[str, Any], callbacks: dict[str, Callable] | None,
+            world: distributed.World) -> TrainResult:
     """Continue a run; its data.yaml gets the same checks as a fresh run's (a `download:` added since is refused)."""
-    last = resume_target(resume, project)
-    checkpoint = read_checkpoint(last)
-    if not checkpoint.resumable:
-        raise BracliError(f"{last} cannot be resumed: its run finished (or it is not a training checkpoint); "
-                          "start a new run with --weights to fine-tune from it")
-    stored = checkpoint.train_args.get("data")
-    if data is None and not (stored and Path(str(stored)).is_file()):
-        raise UsageError(f"the run's data file {stored!r} is not here; pass the data.yaml: bra train DATA --resume")
-    data_path = resolve_data(data if data is not None else stored, allow_download)
+    with distributed.start_up(world) as agreed:
+        last = resume_target(resume, project)
+        agreed.same("run to resume", str(last.resolve()))
+        checkpoint = read_checkpoint(last)
+        if not checkpoint.resumable:
+            raise BracliError(f"{last} cannot be resumed: its run finished (or it is not a training checkpoint); "
+                              "start a new run with --weights to fine-tune from it")
+        stored = checkpoint.train_args.get("data")
+        if data is None and not (stored and Path(str(stored)).is_file()):
+            raise UsageError(f"the run's data file {stored!r} is not here; pass the data.yaml: bra train DATA "
+                             "--resume")
+        data_path = resolve_data(data if data is not None else stored, allow_download)
     overrides = {"resume": str(last), "data": str(data_path), **extras}
     if device is not None:
         overrides["device"] = device
     root = Path(checkpoint.train_args.get("save_dir") or last.parent.parent).parent
-    trainer = _run(TRAINERS.get(checkpoint.task, TRAINERS["detect"]), overrides, root, dict(callbacks or {}))
-    return _result(trainer, model="resumed " + str(last), data=str(trainer.args.data))
+    trainer = _run(TRAINERS.get(checkpoint.task, TRAINERS["detect"]), overrides, root, dict(callbacks or {}),
+                   world=world)
+    return _result(trainer, model="resumed " + str(last), data=str(trainer.args.data), world=world)
 
 
 def _run(trainer_class: type, overrides: dict[str, Any], root: Path, callbacks: dict[str, Callable],
-         prepare: Callable[[Any], None] | None = None):
+         prepare: Callable[[Any], None] | None = None, world: distributed.World | None = None):
     """Construct and run the trainer. On failure or Ctrl-C no empty run folder is left (ultralytics makes it
-    while constructing); an interrupted run that saved a last.pt says how to resume it."""
+    while constructing; under torchrun rank 0 made it and tidies it); an interrupted run that saved a last.pt
+    says how to resume it."""
+    world = world or distributed.World()
     trainer = None
     try:
-        with tidy_on_failure(root):
+        with tidy_on_failure(root) if world.main else contextlib.nullcontext():
             trainer = trainer_class(overrides=overrides)
             for event, fn in callbacks.items():
                 trainer.add_callback(event, fn)
@@ -210,18 +233,39 @@ def _run(trainer_class: type, overrides: dict[str, Any], root: Path, callbacks: 
     except KeyboardInterrupt:
         last = Path(trainer.last) if trainer is not None else None
         if last is not None and last.is_file():
-            raise TrainingInterrupted(f"interrupted; resume with: bra train --resume {trainer.save_dir}") from None
+            how = "torchrun <same options> -m bracli train" if world.distributed else "bra train"
+            raise TrainingInterrupted(f"interrupted; resume with: {how} --resume {trainer.save_dir}") from None
         raise TrainingInterrupted("interrupted before the first epoch was saved; nothing to resume") from None
     except torch.OutOfMemoryError as e:
         raise BracliError("out of memory while training: try a smaller --batch or --imgsz") from e
+    except Exception as e:
+        if not distributed.is_peer_failure(e):
+            raise
+        first = re.sub(r"^\[[^]]*\]\s*", "", str(e).strip().splitlines()[0]) if str(e).strip() else type(e).__name__
+        waited = int(distributed.timeout().total_seconds())
+        raise BracliError(f"lost the other training processes ({first}): one failed, or stalled longer than "
+                          f"{waited} s ({distributed.TIMEOUT_ENV}); see the other ranks' logs") from e
     return trainer
 
 
-def _result(trainer, model: str, data: str) -> TrainResult:
+def _result(trainer, model: str, data: str, world: distributed.World | None = None) -> TrainResult:
     report = trainer.transfer_report
     best = Path(trainer.best) if Path(trainer.best).exists() else None
     last = Path(trainer.last) if Path(trainer.last).exists() else None
+    main = world is None or world.main  # under torchrun, rank 0 holds the gathered metrics
     validator_metrics = getattr(trainer.validator, "metrics", None)
-    results = validator_metrics.results_dict if validator_metrics is not None else trainer.metrics
+    results = {} if not main else validator_metrics.results_dict if validator_metrics is not None else trainer.metrics
+    world_report = trainer.world_report.to_dict() if trainer.world_report is not None else None
+    if world_report is not None and main:
+        _record_world(Path(trainer.save_dir), world_report)
     return TrainResult(run_dir=Path(trainer.save_dir), best=best, last=last, metrics=metrics_of(results),
-                       epochs=trainer.epochs, model=model, data=data, transfer=report.to_dict() if report else None)
+                       epochs=trainer.epochs, model=model, data=data, transfer=report.to_dict() if report else None,
+                       world=world_report)
+
+
+def _record_world(run_dir: Path, report: dict[str, Any]) -> None:
+    """Add who trained (every rank's host and final parameters digest) to the run's bracli.yaml."""
+    path = run_dir / "bracli.yaml"
+    info = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {"bracli": __version__}
+    info["world"] = report
+    atomic_write_text(path, yaml.safe_dump(info, sort_keys=False), force=True)
