@@ -22,6 +22,9 @@ from bracli.errors import UsageError
 STRIDE = 32  # the coarsest YOLO feature stride: input sides are multiples of it
 MAX_IMGSZ = 8192  # beyond this a single image does not fit in memory on the machines bracli targets
 TRUST_ENV = "BRA_TRUST_CHECKPOINTS"  # "1": the per-script equivalent of --trust-checkpoint
+# Classes a detector may have (--nc, a data.yaml's nc/names). The head has a conv output per class and ultralytics
+# lists a name for each, so a hostile nc of 10^14 exhausts memory before any check of its own; LVIS has 1,203.
+MAX_CLASSES = 100_000
 
 # ---------------------------------------------------------------------------------------- declarations
 
