@@ -76,6 +76,8 @@ def _describe(exc: BaseException) -> tuple[str, int] | None:
         return f"{_OS_ERRORS[exc.errno]}{': ' + str(where) if where else ''}", 1
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}{': ' + str(exc.filename) if exc.filename else ''}", 1
+    if isinstance(exc, FileNotFoundError) and str(exc).strip():  # a library's own message, e.g. a dataset split
+        return str(exc), 1
     return None
 
 
