@@ -182,6 +182,8 @@ DECIDED_BY_BRACLI = {
     "mode": "the command is the mode", "task": "the model decides the task",
     "resume": "use --resume", "pretrained": "use --weights",
     "project": "use --project", "name": "use --name", "format": "use --format",
+    "exist_ok": "a run never writes into an earlier run's folder (it would replace its weights); choose another "
+                "--name",
 }
 
 
