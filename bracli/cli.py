@@ -76,6 +76,8 @@ def _describe(exc: BaseException) -> tuple[str, int] | None:
         return f"{_OS_ERRORS[exc.errno]}{': ' + str(where) if where else ''}", 1
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}{': ' + str(exc.filename) if exc.filename else ''}", 1
+    if isinstance(exc, FileNotFoundError) and str(exc).strip():  # a library's own message, e.g. a dataset split
+        return str(exc), 1
     return None
 
 
@@ -85,10 +87,17 @@ def main(argv: list[str] | None = None) -> None:
 
     debug = os.environ.get("BRA_DEBUG", "") not in ("", "0")
     try:
-        app(args=argv, prog_name="bra")
+        # standalone_mode=False: usage errors come back here and are printed as one line like every other error
+        code = app(args=argv, prog_name="bra", standalone_mode=False)
     except KeyboardInterrupt:
-        error("interrupted")
-        sys.exit(INTERRUPTED)
+        code = INTERRUPTED
+    except typer.Abort:
+        error("aborted")
+        sys.exit(1)
+    except _CLICK_ERROR as exc:
+        if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            error(_usage_line(exc))
+        sys.exit(exc.exit_code)
     except Exception as exc:
         if debug:
             raise
@@ -101,7 +110,20 @@ def main(argv: list[str] | None = None) -> None:
         message, code = described
         error(message)
         sys.exit(code)
+    if code == INTERRUPTED:
+        error("interrupted")
+    sys.exit(code if isinstance(code, int) else 0)  # as click's standalone mode does, success included
 
+
+# Typer raises click's errors (vendored as typer._click since typer 0.17); reach the class through a public name.
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _usage_line(exc: Exception) -> str:
+    """A command-line mistake in one line, with where to read the usage."""
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    return f"{exc.format_message()}{where}"
 
 if __name__ == "__main__":
     main()

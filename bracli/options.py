@@ -22,6 +22,9 @@ from bracli.errors import UsageError
 STRIDE = 32  # the coarsest YOLO feature stride: input sides are multiples of it
 MAX_IMGSZ = 8192  # beyond this a single image does not fit in memory on the machines bracli targets
 TRUST_ENV = "BRA_TRUST_CHECKPOINTS"  # "1": the per-script equivalent of --trust-checkpoint
+# Classes a detector may have (--nc, a data.yaml's nc/names). The head has a conv output per class and ultralytics
+# lists a name for each, so a hostile nc of 10^14 exhausts memory before any check of its own; LVIS has 1,203.
+MAX_CLASSES = 100_000
 
 # ---------------------------------------------------------------------------------------- declarations
 
@@ -179,6 +182,8 @@ DECIDED_BY_BRACLI = {
     "mode": "the command is the mode", "task": "the model decides the task",
     "resume": "use --resume", "pretrained": "use --weights",
     "project": "use --project", "name": "use --name", "format": "use --format",
+    "exist_ok": "a run never writes into an earlier run's folder (it would replace its weights); choose another "
+                "--name",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 from rich.console import Console
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 MARKS = {"ok": "[green]✔[/]", "warning": "[yellow]⚠[/]", "error": "[bold red]✘[/]", "info": "[blue]ℹ[/]"}
 
 # soft_wrap: long paths stay on one line (copyable); tables still fit the terminal width
@@ -30,7 +32,8 @@ class Result(Protocol):
 
 def error(message: str) -> None:
     """The one-line failure message (the CLI's exception mapping prints every error through this)."""
-    one_line = " — ".join(line.strip() for line in str(message).strip().splitlines() if line.strip())
+    plain = _ANSI.sub("", str(message))  # ultralytics colours the prefixes of its own messages
+    one_line = " — ".join(line.strip() for line in plain.strip().splitlines() if line.strip())
     stderr_console.print(f"{MARKS['error']} [bold red]error:[/] {_escape(one_line)}", soft_wrap=True)
 
 

@@ -30,7 +30,7 @@ def command(
     task: options.Task = "detect",
     scale: options.Scale = None,
     bra_after: options.BraAfter = None,
-    nc: int = typer.Option(80, "--nc", help="Number of classes."),
+    nc: int = typer.Option(80, "--nc", max=options.MAX_CLASSES, help="Number of classes."),
     n_win: options.NWin = None,
     topk: options.Topk = None,
     heads: options.Heads = None,

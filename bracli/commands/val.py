@@ -70,4 +70,5 @@ def render(result, out: Output) -> None:
     if "mask_mAP50" in m:
         out.info(f"masks: precision {m['mask_precision']:.3f}, recall {m['mask_recall']:.3f}, "
                  f"mAP50 {m['mask_mAP50']:.3f}, mAP50-95 {m['mask_mAP50-95']:.3f}")
-    out.ok(f"results and plots: {result.save_dir}")
+    if result.save_dir:
+        out.ok(f"results and plots: {result.save_dir}")

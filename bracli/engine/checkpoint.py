@@ -71,7 +71,7 @@ def read_checkpoint(weights: str | Path, *, trusted: bool = False) -> Checkpoint
         hint = "; ultralytics loads checkpoints named .pt — rename it" if path.suffix.lower() == ".pth" else ""
         raise UsageError(f"{path} is not a .pt checkpoint{hint}")
     if not path.is_file():
-        what = "is a folder" if path.is_dir() else "not found"
+        what = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "not found"
         raise BracliError(f"weights file {what}: {path} (bracli never downloads weights; give a local .pt file)")
     _refuse_legacy_bra(path)
     try:
@@ -85,7 +85,22 @@ def read_checkpoint(weights: str | Path, *, trusted: bool = False) -> Checkpoint
     if not isinstance(model, DetectionModel):
         raise BracliError(f"{path} is not an ultralytics detection or segmentation checkpoint "
                           f"(it holds a {type(model).__name__})")
+    _check_stored_yaml(model, path)
     return Checkpoint(path=path.resolve(), data=data, model=model)
+
+
+def _check_stored_yaml(model: DetectionModel, path: Path) -> None:
+    """Fine-tuning and resume rebuild the model from the YAML stored inside: it gets a model YAML's checks
+    (an ``activation:`` that ultralytics would ``eval`` when trusted), whatever the trust setting."""
+    from bracli.engine.models import check_model_dict
+
+    stored = getattr(model, "yaml", None)
+    if not isinstance(stored, dict):
+        return  # nothing to rebuild from; val, predict and export use the model as loaded
+    try:
+        check_model_dict(stored, f"{path} (its stored model YAML)")
+    except UsageError as e:
+        raise BracliError(str(e)) from e
 
 
 def _refuse_legacy_bra(path: Path) -> None:

@@ -16,21 +16,23 @@ ultralytics ``eval``s when it builds) must be a plain ``nn.Name(literals)`` call
 
 from __future__ import annotations
 
-import ast
 import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from ultralytics.nn import tasks as ultralytics_tasks
+from ultralytics.nn.tasks import _SafeLoad
 
 from bracli.engine.legacy import LegacySettings, is_int, is_number, parse_legacy_arguments, unsupported_message
 from bracli.errors import BracliError, UsageError
 from bracli.nn.options import BraOptionError, check_bra_options
 from bracli.templates import BRA_MODULE, METADATA_KEY, SCALES, scale_in_name, to_yaml
 
+MAX_ACTIVATION_PARAMS = 65_536
 DATA_KEYS = frozenset({"train", "val", "test", "names", "path", "download"})
 PROBE_SIZE = 256  # the input side of the channel probe (meta tensors: no memory, no compute)
 NOT_BRACLI = {  # look-alikes from model zoos, and why they do not map onto bracli's module
@@ -97,6 +99,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         model = yaml.safe_load(text)
     except UnicodeDecodeError as e:
         raise UsageError(f"{path} is not UTF-8 text (byte {e.start})") from e
+    except ValueError as e:  # a number too long for Python (over 4,300 digits)
+        raise UsageError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -214,32 +218,34 @@ def check_top_level(model: dict[str, Any], source: Path) -> None:
     if "channels" in model and (not is_int(model["channels"]) or model["channels"] < 1):
         raise UsageError(f"{source.name}: channels must be a positive integer, got {model['channels']!r}")
     if "activation" in model:
-        _check_activation(model["activation"], source)
+        check_activation(model["activation"], source)
 
 
-def _check_activation(act: Any, source: Path) -> None:
-    """ultralytics ``eval``s ``activation:``, so only ``nn.Name(literal, ...)`` of a torch.nn module gets through."""
-    import torch
+def check_activation(activation: Any, source: str | Path = "model") -> None:
+    """``activation:`` must be a plain ``nn.Name(literals)`` call of a small module; parsed, never evaluated.
 
-    message = (f"{source.name}: activation: must be a torch.nn module with literal arguments, like nn.SiLU() or "
-               f"nn.LeakyReLU(0.1); got {act!r}")
+    It is instantiated on the meta device (no memory) to count its weights: ultralytics builds one per Conv.
+    """
+    if not isinstance(activation, str):
+        raise UsageError(f"{source}: activation {shown(activation)} is not a plain nn.Name(...) call")
+    text = activation
     try:
-        call = ast.parse(str(act).strip(), mode="eval").body
-        if not isinstance(act, str) or not isinstance(call, ast.Call):
-            raise ValueError
-        parts, node = [], call.func
-        while isinstance(node, ast.Attribute):
-            parts.insert(0, node.attr)
-            node = node.value
-        if not isinstance(node, ast.Name) or [node.id, *parts[:-1]] not in (["nn"], ["torch", "nn"]):
-            raise ValueError
-        cls = getattr(torch.nn, parts[-1], None)
-        if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-            raise ValueError
-        for arg in [*call.args, *(k.value for k in call.keywords)]:
-            ast.literal_eval(arg)
-    except (SyntaxError, ValueError, TypeError) as e:
-        raise UsageError(message) from e
+        with torch.device("meta"):
+            module = _SafeLoad.activation(text)
+    except TypeError as e:
+        raise UsageError(f"{source}: activation {text[:60]!r} is not a plain nn.Name(...) call; "
+                         "bracli never evaluates YAML strings") from e
+    weights = sum(t.numel() for t in (*module.parameters(), *module.buffers()))
+    if weights > MAX_ACTIVATION_PARAMS:
+        raise UsageError(f"{source}: activation {text[:60]!r} has {weights:,} weights; an activation is elementwise "
+                         "(nn.SiLU(), nn.ReLU(), nn.LeakyReLU(0.1))")
+
+
+def shown(value: Any) -> str:
+    """A value from a file, for a message: short, and never expanded (a YAML alias bomb prints as its type)."""
+    if isinstance(value, (str, bool, float, type(None))) or (isinstance(value, int) and abs(value) < 10**40):
+        return repr(value)[:60]
+    return f"(a {'huge number' if isinstance(value, int) else type(value).__name__})"
 
 
 def _check_row(row: Any, where: str) -> None:

@@ -13,7 +13,7 @@ from bracli.engine.checkpoint import Checkpoint, read_checkpoint
 from bracli.engine.data import resolve_data
 from bracli.engine.devices import check_device
 from bracli.engine.extras import validate_extras
-from bracli.engine.runs import project_dir, tidy_on_failure
+from bracli.engine.runs import discard_if_empty, missing_parents, project_dir, tidy_on_failure
 from bracli.engine.train import metrics_of
 from bracli.errors import UsageError
 
@@ -38,11 +38,12 @@ class ValResult:
     task: str
     metrics: dict[str, float]
     per_class: list[ClassMetrics]
-    save_dir: Path
+    save_dir: Path | None  # None: nothing was saved (plots=False), so no folder was kept
 
     def to_dict(self) -> dict:
         return {"weights": self.weights, "data": self.data, "task": self.task, "metrics": self.metrics,
-                "per_class": [asdict(c) for c in self.per_class], "save_dir": str(self.save_dir)}
+                "per_class": [asdict(c) for c in self.per_class],
+                "save_dir": str(self.save_dir) if self.save_dir else None}
 
 
 def data_of(checkpoint: Checkpoint, data: str | Path | None, allow_download: bool) -> Path:
@@ -74,11 +75,14 @@ def val(weights: str | Path | Checkpoint, data: str | Path | None = None, *, img
                        "iou": iou}.items():
         if value is not None:
             args[key] = value
+    created = missing_parents(root)
     with tidy_on_failure(root):
         metrics = checkpoint.yolo().val(**args)
+    save_dir = Path(metrics.save_dir)
+    discard_if_empty(save_dir, created)  # ultralytics makes the folder even when it has nothing to save
     return ValResult(weights=str(checkpoint.path), data=str(data_path), task=checkpoint.task,
                      metrics=metrics_of(metrics.results_dict), per_class=_per_class(metrics),
-                     save_dir=Path(metrics.save_dir))
+                     save_dir=save_dir if save_dir.is_dir() else None)
 
 
 def _per_class(metrics) -> list[ClassMetrics]:

@@ -190,7 +190,10 @@ def test_hostile_checkpoint_runs_nothing(tmp_path, payload, monkeypatch):
     with pytest.raises(BracliError) as caught:
         migrate.migrate(source, tmp_path / "out.pt")
     assert "\n" not in str(caught.value) and caught.value.exit_code == 1
-    assert ("builtins.exec" if payload == "exec" else "built by calling it") in str(caught.value)
+    # a model class called with the attacker's arguments is refused by bracli's allow-list, or — when ultralytics'
+    # own restricted loading already allowed the class in this process — its payload is blocked while building
+    expected = ["builtins.exec"] if payload == "exec" else ["built by calling it", "blocked during restricted"]
+    assert any(words in str(caught.value) for words in expected), str(caught.value)
     assert not marker.exists()
     assert not (tmp_path / "out.pt").exists()
 
