@@ -60,6 +60,8 @@ TrustCheckpoint = Annotated[bool, typer.Option(
 ImgszList = Annotated[list[str], typer.Option(
     "--imgsz", help="Input size(s) in pixels: 640, or 384x640 (height×width); repeat or give a comma list. A size "
     "that is not a multiple of 32 is rounded up, with a notice.")]
+Seed = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
+                                   help="Random seed: the same seed and settings give the same result.")]
 Name = Annotated[str | None, typer.Option("--name", help="Run name (default: ultralytics' train, train-2, …).",
                                           show_default=False)]
 
@@ -94,7 +96,7 @@ DEFAULTS: dict[str, Any] = {"imgsz": 640, "device": None, "batch": 16, "json": N
                             "conf": None, "iou": None, "family": "yolov8", "task": "detect", "scale": None,
                             "bra_after": None, "n_win": None, "topk": None, "heads": None, "side_dwconv": None,
                             "qk_dim": None, "project": None, "name": None, "allow_download": False,
-                            "trust_checkpoint": False}
+                            "trust_checkpoint": False, "seed": 0}
 COMMAND_DEFAULTS: dict[tuple[str, str], tuple[Any, str]] = {
     ("val", "imgsz"): (None, "the size the checkpoint was trained at"),
     ("demo", "imgsz"): (320, "the demo trains in minutes on a CPU"),

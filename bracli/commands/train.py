@@ -46,7 +46,7 @@ def command(
     workers: Annotated[int, typer.Option("--workers", min=0, help="Dataloader workers (forced to 0 on CPU).")] = 8,
     project: options.Project = None,
     name: options.Name = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: options.Seed = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run: the newest last.pt, or "
                                          "the checkpoint/run folder given as DATA.")] = False,
     allow_download: options.AllowDownload = False,

@@ -238,6 +238,10 @@ def _run(trainer_class: type, overrides: dict[str, Any], root: Path, callbacks: 
         raise TrainingInterrupted("interrupted before the first epoch was saved; nothing to resume") from None
     except torch.OutOfMemoryError as e:
         raise BracliError("out of memory while training: try a smaller --batch or --imgsz") from e
+    except NotImplementedError as e:
+        if "Optimizer" not in str(e):
+            raise
+        raise UsageError(f"optimizer=: {str(e).strip().splitlines()[0]}") from e
     except Exception as e:
         if not distributed.is_peer_failure(e):
             raise
