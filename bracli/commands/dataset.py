@@ -29,10 +29,14 @@ def check(
                                    help="Look for near-duplicate images (the only check that decodes pixels)."),
     workers: int | None = typer.Option(None, "--workers", min=1, show_default="all cores",
                                        help="Processes to use."),
+    task: str = typer.Option("detect", "--task", metavar="detect|segment",
+                             help="What the labels are for: segment also checks polygons as masks."),
+    cache: bool = typer.Option(True, "--cache/--no-cache",
+                               help="Reuse results of unchanged files from the last check (kept outside the dataset)."),
     examples: int = typer.Option(3, "--examples", min=0, help="Examples shown per check."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file or plots."),
 ) -> None:
-    """Find every problem in a YOLO detection dataset before training (read-only).
+    """Find every problem in a YOLO dataset before training (read-only).
 
     Exit code 0: no errors; 1: errors found (or warnings, with --strict); 2: bad usage.
     """
@@ -51,7 +55,7 @@ def check(
     with _ProgressBar(err_console) as progress:
         report = run_check(data, imgsz=imgsz, strict=strict,
                            near_dup_threshold=near_dup_threshold if near_dups else None, workers=workers,
-                           progress=progress)
+                           progress=progress, task=task, cache=cache)
     render(report, out, examples=examples)
     if json_path:
         written = write_json(json_path, report.to_dict(), force=force)
@@ -67,27 +71,37 @@ def check(
 
 
 class _ProgressBar:
-    """A rich progress bar on stderr, started only once a dataset is big enough to wait for."""
+    """A rich progress bar on stderr with images per second, started once a dataset is big enough to wait for.
+
+    It refreshes when called rather than from a thread of its own: worker processes fork only from a
+    single-threaded process (see ``check._pool_context``).
+    """
 
     def __init__(self, console) -> None:
         self.console = console
         self.bar = None
         self.task = None
+        self.first = 0  # images already done (cached) when the bar appeared
 
     def __enter__(self):
         return self.update
 
     def update(self, done: int, total: int) -> None:
         if self.bar is None:
-            if total < PROGRESS_FROM or not self.console.is_terminal:
+            if total < PROGRESS_FROM or done >= total or not self.console.is_terminal:
                 return
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn("checking images"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), console=self.console, transient=True)
+                                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.console,
+                                transient=True, auto_refresh=False)
             self.bar.start()
-            self.task = self.bar.add_task("check", total=total)
-        self.bar.update(self.task, completed=done)
+            self.task = self.bar.add_task("check", total=total, completed=done, rate="")
+            self.first = done
+        task = self.bar.tasks[0]
+        elapsed = task.elapsed or 0.0
+        rate = f"{(done - self.first) / elapsed:,.0f} images/s" if elapsed > 0.2 and done > self.first else ""
+        self.bar.update(self.task, completed=done, rate=rate, refresh=True)
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

@@ -7,7 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from bracli.dataset.inspect import inspect_image, inspect_label
+from bracli.dataset.labels import inspect_label
+from bracli.dataset.probe import inspect_image
 
 from .conftest import jpeg_bytes
 

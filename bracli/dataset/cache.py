@@ -1,0 +1,137 @@
+"""Per-file results of `bra dataset check`, kept between runs in bracli's cache folder, never in the dataset.
+
+One JSON file per data.yaml (``cache_root()/dataset-check/<hash of its path>.json``). Each image path
+maps to the ``stat_key`` (size, mtime and ctime in ns, inode) of the image and of its label file, the
+parameters the label was checked with (class count, image size, task), and both results as plain
+records. An entry serves a run only when the keys still match; the image and its label are judged
+apart, so editing a label re-reads only the label. The ctime catches a same-size edit even when a
+tool restores the mtime (ultralytics' own cache, keyed on paths and total size, misses both).
+
+What a key cannot catch is an edit within the filesystem's timestamp granularity of the moment the
+file was read (FAT has 2 s). Results for files changed less than ``RACY_SECONDS`` before the check
+started are therefore not stored: they are read again next time.
+
+The file is data, never code (JSON, not pickle), and anything unexpected in it — a truncated or foreign
+file, a record of the wrong shape, an unknown check id — makes the entry (or the whole file) count as
+absent. Writing is atomic (temp file, rename), so two checks at once each leave a whole file; a folder
+that cannot be written is skipped. None of this raises: the cache can only make a check faster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bracli.dataset.fsio import read_regular
+from bracli.paths import cache_root
+
+FORMAT = "bracli.dataset-check"
+VERSION = 1  # bump when a per-file check changes what it reports
+RACY_SECONDS = 2.0
+BYTES_PER_IMAGE = 16 << 10  # the most a cache file may hold per listed image (more is not ours)
+
+
+class ResultCache:
+    """Entries read from one cache file, and the entries to write back after the check."""
+
+    def __init__(self, path: Path | None, context: dict[str, Any], started_ns: int) -> None:
+        self.path = path
+        self.context = context
+        self.started_ns = started_ns
+        self.entries: dict[str, list] = {}
+        self.kept: dict[str, list] = {}
+        self.changed = False
+        self.status = "off" if path is None else "empty"
+        self.hits = 0
+
+    @classmethod
+    def open(cls, data_yaml: Path, context: dict[str, Any], images: int, enabled: bool = True) -> ResultCache:
+        """The cache for ``data_yaml`` (disabled: one that holds and keeps nothing)."""
+        started = time.time_ns()
+        if not enabled:
+            return cls(None, context, started)
+        digest = hashlib.sha256(os.fsencode(str(data_yaml))).hexdigest()[:24]
+        cache = cls(cache_root() / "dataset-check" / f"{digest}.json", context, started)
+        cache._load(max(64 << 20, BYTES_PER_IMAGE * images))
+        return cache
+
+    def _load(self, limit: int) -> None:
+        try:
+            data, _ = read_regular(str(self.path), limit)
+            stored = json.loads(data) if data is not None else None
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, RecursionError, MemoryError):
+            stored = None
+        if not (isinstance(stored, dict) and stored.get("format") == FORMAT and stored.get("version") == VERSION
+                and stored.get("context") == self.context and isinstance(stored.get("entries"), dict)):
+            self.status = "ignored (unreadable, foreign or from another version)"
+            self.changed = True  # replace it with a good one
+            return
+        self.entries = stored["entries"]
+        self.status = "used"
+
+    def lookup(self, image: str) -> list | None:
+        """The stored entry of ``image``: [image key, image record, label key, label params, label record]."""
+        entry = self.entries.get(image)
+        return entry if isinstance(entry, list) and len(entry) == 5 else None
+
+    def keep(self, image: str, entry: list) -> None:
+        """Carry a served entry over to the file written next."""
+        self.kept[image] = entry
+        self.hits += 1
+
+    def put(self, image: str, image_key, image_record: list | None, label_key, label_params: list,
+            label_record: list) -> None:
+        """Store fresh results, leaving out any half whose file changed too recently to be trusted."""
+        if self.path is None:
+            return
+        if image_key is None or self._racy(image_key):
+            image_key = image_record = None
+        if label_key is None or self._racy(label_key):
+            label_key = label_record = None
+        if image_record is not None or label_record is not None:
+            self.kept[image] = [image_key, image_record, label_key, label_params, label_record]
+        self.changed = True
+
+    def add_digest(self, image: str, key: list[int], digest: bytes) -> None:
+        """Add a file's full SHA-1 to its stored record, if the record is of the bytes that were hashed."""
+        entry = self.kept.get(image)
+        if entry is not None and entry[1] is not None and entry[0] == key:
+            entry[1] = [*entry[1][:7], digest.hex(), *entry[1][8:]]
+            self.changed = True
+
+    def _racy(self, key) -> bool:
+        """Changed so recently that a later edit could leave the same key (timestamp granularity)."""
+        if not isinstance(key, list):
+            return False  # "missing": a file that appears later changes the key
+        return max(key[1], key[2]) >= self.started_ns - int(RACY_SECONDS * 1e9)
+
+    def save(self) -> None:
+        """Write the kept entries atomically; on any failure keep quiet (the check has its results)."""
+        if self.path is None or not (self.changed or self.kept.keys() != self.entries.keys()):
+            return
+        payload = {"format": FORMAT, "version": VERSION, "context": self.context, "entries": self.kept}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        except OSError as e:
+            self.status = f"not saved ({e.strerror or e})"
+            return
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(payload, f, separators=(",", ":"))
+            os.replace(temp, self.path)
+        except OSError as e:
+            self.status = f"not saved ({e.strerror or e})"
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+
+    def summary(self) -> dict[str, Any]:
+        return {"file": str(self.path) if self.path else None, "status": self.status, "hits": self.hits}
