@@ -39,6 +39,8 @@ SEGMENT_ONLY = ("label.no_polygons", "label.polygon_degenerate", "label.polygon_
 DETECT_ONLY = ("dataset.box_segment_mix",)
 HASH_BITS = wide.HASH_BITS
 
+_MALFORMED = (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError)  # a bad cache record
+
 Progress = Callable[[int, int], None]
 Results = dict[str, tuple[ImageFacts, LabelFacts]]
 
@@ -206,7 +208,7 @@ class _Gather:
         try:
             facts = ImageFacts.from_record(image, record, self.perceptual, CHECKS)
             hash_missing = self.perceptual and record[1] and not record[8]  # usable, never hashed
-        except (ValueError, TypeError, IndexError):
+        except _MALFORMED:
             return None
         if hash_missing or not facts.found:
             return None
@@ -224,7 +226,7 @@ class _Gather:
             return None
         try:
             return LabelFacts.from_record(label_file, record, CHECKS)
-        except (ValueError, TypeError, IndexError):
+        except _MALFORMED:
             return None
 
     def _inspect(self, tasks: list[tuple], total: int) -> Iterable[tuple[tuple, tuple]]:
