@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from itertools import repeat
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from bracli.dataset.labels import MISSING, TASKS, LabelFacts, inspect_label, sta
 from bracli.dataset.layout import Layout, extension, label_path, load_layout
 from bracli.dataset.probe import ImageFacts, file_digest, inspect_image, probe_chunk
 from bracli.dataset.report import CHECKS, Issue, Report
-from bracli.errors import UsageError
+from bracli.errors import BracliError, UsageError
 from bracli.formats import image_extensions
 
 NOT_LABELS = frozenset({"classes.txt"})  # class lists that annotation tools write beside the labels
@@ -241,9 +242,13 @@ class _Gather:
             outputs: Iterable = (probe_chunk(chunk, *arguments) for chunk in chunks)
             yield from self._collect(chunks, outputs, done, total)
             return
-        with ProcessPoolExecutor(min(self.workers, len(chunks)), mp_context=_pool_context()) as pool:
-            outputs = pool.map(probe_chunk, chunks, *(repeat(a) for a in arguments))
-            yield from self._collect(chunks, outputs, done, total)
+        try:
+            with ProcessPoolExecutor(min(self.workers, len(chunks)), mp_context=_pool_context()) as pool:
+                outputs = pool.map(probe_chunk, chunks, *(repeat(a) for a in arguments))
+                yield from self._collect(chunks, outputs, done, total)
+        except BrokenProcessPool as e:
+            raise BracliError("a worker process died while reading images (a decoder crashed on a hostile file, or "
+                              "memory ran out); run with --workers 1 to see which file") from e
 
     def _collect(self, chunks: list[list[tuple]], outputs: Iterable, done: int, total: int):
         for chunk, output in zip(chunks, outputs, strict=True):

@@ -10,6 +10,7 @@ Runs in worker processes: plain Python (faster than numpy for the few rows a fil
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 from dataclasses import dataclass, field
@@ -48,21 +49,22 @@ class LabelFacts:
     key: list[int] | str | None = field(default=None, compare=False)  # ``stat_key`` of what was read
 
     def to_record(self) -> list:
-        """Plain data (for the cache and for sending between processes)."""
-        return [self.exists, self.rows, self.polygons, self.plain_boxes, self.boxes.ravel().tolist(),
-                self.lines.tolist(), [list(p) for p in self.problems]]
+        """Plain data (for the cache and for sending between processes); the arrays as base64 of their bytes."""
+        boxes = base64.b64encode(self.boxes.astype("<f4").tobytes()).decode("ascii")
+        lines = base64.b64encode(self.lines.astype("<i4").tobytes()).decode("ascii")
+        return [self.exists, self.rows, self.polygons, self.plain_boxes, boxes, lines,
+                [list(p) for p in self.problems]]
 
     @classmethod
     def from_record(cls, path: str, record: list, known_checks) -> LabelFacts:
         """The inverse of ``to_record``; raises ``ValueError`` (or ``TypeError``) on anything malformed."""
-        exists, rows, polygons, plain_boxes, flat, lines, problems = record
-        boxes = np.asarray(flat, np.float32).reshape(-1, 5)
-        line_array = np.asarray(lines, np.int32)
-        if not isinstance(exists, bool) or len(line_array) != len(boxes) or line_array.ndim != 1 \
-                or not np.isfinite(boxes).all():
+        exists, rows, polygons, plain_boxes, boxes_text, lines_text, problems = record
+        boxes = np.frombuffer(base64.b64decode(boxes_text, validate=True), "<f4").reshape(-1, 5)
+        lines = np.frombuffer(base64.b64decode(lines_text, validate=True), "<i4")
+        if type(exists) is not bool or len(lines) != len(boxes) or not np.isfinite(boxes).all():
             raise ValueError("malformed label record")
-        return cls(path, exists, boxes, line_array, _count(rows), _count(polygons), _count(plain_boxes),
-                   problems_from_record(problems, known_checks))
+        return cls(path, exists, boxes, lines, _count(rows), _count(polygons), _count(plain_boxes),
+                   problems_from_record(problems, known_checks) if problems else [])
 
 
 def stat_key(info: os.stat_result) -> list[int]:
@@ -75,7 +77,7 @@ def stat_key(info: os.stat_result) -> list[int]:
 
 
 def _count(value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if type(value) is not int or value < 0:
         raise ValueError("malformed count")
     return value
 

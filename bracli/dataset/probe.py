@@ -84,11 +84,11 @@ class ImageFacts:
         Raises ``ValueError`` (or ``TypeError``) on anything malformed.
         """
         found, usable, fmt, width, height, mode, size, digest, hashed, dhash, decode, problems, fingerprint = record
-        if not all(isinstance(v, bool) for v in (found, usable, hashed)) or not isinstance(fmt, str) \
-                or not isinstance(mode, str) or not all(isinstance(v, int) and v >= 0 for v in (width, height, size)):
+        if {type(found), type(usable), type(hashed)} != {bool} or type(fmt) is not str or type(mode) is not str \
+                or {type(width), type(height), type(size)} != {int} or min(width, height, size) < 0:
             raise ValueError("malformed image record")
         facts = cls(path, found, usable, fmt, width, height, mode, size, _bytes(fingerprint), _bytes(digest),
-                    problems=problems_from_record(problems, known_checks))
+                    problems=problems_from_record(problems, known_checks) if problems else [])
         if perceptual and hashed:
             facts.hashed = True
             if dhash is not None:

@@ -122,3 +122,17 @@ def test_unreadable_files_and_folders(tmp_path):
     found = {(i.check, i.file) for i in report.issues}
     assert found == {("image.corrupt", "images/train/000.jpg"), ("label.unreadable", "labels/train/001.txt"),
                      ("image.folder_unreadable", "images/train/sub")}
+
+
+def _worker_dies(*args):
+    os._exit(3)  # as a decoder crashing on a hostile file would
+
+
+def test_a_dying_worker_is_one_clear_error(tmp_path, make_clean, monkeypatch):
+    from bracli.dataset import check as check_module
+    from bracli.errors import BracliError
+
+    monkeypatch.setattr(check_module, "SERIAL_BELOW", 0)
+    monkeypatch.setattr(check_module, "probe_chunk", _worker_dies)
+    with pytest.raises(BracliError, match="--workers 1"):
+        check(make_clean(tmp_path), workers=2, cache=False)
