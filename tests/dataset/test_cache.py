@@ -7,6 +7,7 @@ cache file, a folder it cannot write, two checks at once.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bracli.dataset import cache as cache_module
@@ -130,10 +132,12 @@ def test_a_damaged_cache_file_is_ignored(dataset, trusted_now, damage):
             if entry[4] is not None:
                 entry[4][6] = [["no.such_check", 1, "planted", 0.0]]
         path.write_text(json.dumps(stored))
-    elif damage == "nan":  # numbers JSON can carry but a box cannot have
+    elif damage == "nan":  # numbers a box cannot have, in records of the right shape
         for index, entry in enumerate(stored["entries"].values()):
-            if entry[4] is not None and entry[4][4]:
-                entry[4][4][1] = [float("nan"), float("inf"), 1e400][index % 3]
+            if entry[4] is not None and entry[4][5]:
+                boxes = np.frombuffer(base64.b64decode(entry[4][4]), "<f4").copy()
+                boxes[1] = [np.nan, np.inf, -np.inf][index % 3]
+                entry[4][4] = base64.b64encode(boxes.tobytes()).decode()
         path.write_text(json.dumps(stored))
     elif damage == "deep":
         path.write_text("[" * 100_000 + "]" * 100_000)
