@@ -11,7 +11,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class NotRegularFile(OSError):
@@ -46,7 +46,7 @@ def read_regular(path: str, limit: int | None = None) -> tuple[bytes | None, os.
     Raises ``NotRegularFile`` (checked on the open descriptor, so a file swapped after an earlier ``stat``
     is caught too) and the usual ``OSError``s.
     """
-    fd = os.open(path, _OPEN_FLAGS)
+    fd = os.open(path, OPEN_FLAGS)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -70,7 +70,7 @@ def read_regular(path: str, limit: int | None = None) -> tuple[bytes | None, os.
 
 def open_regular(path: str):
     """A binary file object for a regular file (for streaming reads of files too large to hold)."""
-    fd = os.open(path, _OPEN_FLAGS)
+    fd = os.open(path, OPEN_FLAGS)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

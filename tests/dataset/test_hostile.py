@@ -69,6 +69,13 @@ def test_files_that_are_not_regular_are_never_opened(tmp_path):
     assert [p[0] for p in inspect_label(str(label), 3).problems] == ["label.not_a_file"]
 
 
+def test_prefetch_hints_are_harmless(tmp_path):
+    os.mkfifo(tmp_path / "fifo.jpg")
+    (tmp_path / "x.jpg").write_bytes(jpeg_bytes(1))
+    for name in ("fifo.jpg", "x.jpg", "missing.jpg", "bad\0name.jpg"):
+        probe_module.prefetch(str(tmp_path / name))  # never blocks, never raises
+
+
 def test_a_data_yaml_that_is_a_fifo_is_a_usage_error(tmp_path):
     os.mkfifo(tmp_path / "data.yaml")
     with pytest.raises(UsageError, match="not a regular file"):
