@@ -14,7 +14,8 @@ started are therefore not stored: they are read again next time.
 The file is data, never code (JSON, not pickle), and anything unexpected in it — a truncated or foreign
 file, a record of the wrong shape, an unknown check id — makes the entry (or the whole file) count as
 absent. Writing is atomic (temp file, rename), so two checks at once each leave a whole file; a folder
-that cannot be written is skipped. None of this raises: the cache can only make a check faster.
+that cannot be written is skipped. None of this raises: the cache can only make a check faster. Files of
+datasets not checked for ``UNUSED_DAYS`` are deleted when another check saves.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ from bracli.paths import cache_root
 FORMAT = "bracli.dataset-check"
 VERSION = 1  # bump when a per-file check changes what it reports
 RACY_SECONDS = 2.0
+UNUSED_DAYS = 30  # cache files of datasets not checked for this long are deleted
 BYTES_PER_IMAGE = 16 << 10  # the most a cache file may hold per listed image (more is not ours)
 
 
@@ -132,6 +135,25 @@ class ResultCache:
         finally:
             if os.path.exists(temp):
                 os.unlink(temp)
+        _prune(self.path.parent)
 
     def summary(self) -> dict[str, Any]:
         return {"file": str(self.path) if self.path else None, "status": self.status, "hits": self.hits}
+
+
+def _prune(folder: Path) -> None:
+    """Delete this folder's cache files that no check has written for ``UNUSED_DAYS`` (and stale temp files)."""
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        ours = re.fullmatch(r"[0-9a-f]{24}\.json", name) or re.fullmatch(r"\.[0-9a-f]{24}\.json\..+\.tmp", name)
+        try:
+            limit = UNUSED_DAYS * 86400 if not name.startswith(".") else 86400
+            if ours and entry.is_file(follow_symlinks=False) and now - entry.stat().st_mtime > limit:
+                os.unlink(entry.path)
+        except OSError:
+            continue

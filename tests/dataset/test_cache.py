@@ -243,3 +243,16 @@ def test_images_are_read_once_per_run(tmp_path, trusted_now):
     (root / "data.yaml").write_text("train: images/train\nval: images/train\nnames: [a, b, c]\n")
     assert check(root / "data.yaml", workers=1).cache["hits"] == 0
     assert check(root / "data.yaml", workers=1).cache["hits"] == 4
+
+
+def test_files_of_datasets_not_checked_for_a_month_are_pruned(dataset, private_cache):
+    folder = private_cache / "dataset-check"
+    folder.mkdir(parents=True)
+    old, recent, foreign = folder / ("a" * 24 + ".json"), folder / ("b" * 24 + ".json"), folder / "notes.json"
+    for path in (old, recent, foreign):
+        path.write_text("{}")
+    month_ago = time.time() - 31 * 86400
+    for path in (old, foreign):
+        os.utime(path, (month_ago, month_ago))
+    check(dataset, workers=1)
+    assert not old.exists() and recent.exists() and foreign.exists()
