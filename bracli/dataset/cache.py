@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bracli.dataset.fsio import read_regular
+from bracli.dataset.probe import DIGEST_FIELD
 from bracli.paths import cache_root
 
 FORMAT = "bracli.dataset-check"
@@ -106,7 +107,9 @@ class ResultCache:
         """Add a file's full SHA-1 to its stored record, if the record is of the bytes that were hashed."""
         entry = self.kept.get(image)
         if entry is not None and entry[1] is not None and entry[0] == key:
-            entry[1] = [*entry[1][:7], digest.hex(), *entry[1][8:]]
+            record = list(entry[1])
+            record[DIGEST_FIELD] = digest.hex()
+            entry[1] = record
             self.changed = True
 
     def _racy(self, key) -> bool:

@@ -208,10 +208,9 @@ class _Gather:
             return None
         try:
             facts = ImageFacts.from_record(image, record, self.perceptual, CHECKS)
-            hash_missing = self.perceptual and record[1] and not record[8]  # usable, never hashed
         except _MALFORMED:
             return None
-        if hash_missing or not facts.found:
+        if not facts.found or (self.perceptual and facts.usable and not facts.hashed):  # checked without pixels
             return None
         return facts
 

@@ -37,6 +37,7 @@ MAX_IMAGE_BYTES = 256 << 20  # larger files are streamed (header, tail, digest) 
 TAIL_BYTES = 1 << 16  # how much of a streamed file's end is searched for the JPEG end marker
 EDGE_BYTES = 4096  # the fingerprint hashes this much of each end of a file
 PREFETCH = 8  # files asked ahead of the one being checked
+DIGEST_FIELD = 7  # where ``ImageFacts.to_record`` puts the SHA-1 (hex), which may be added later
 THUMB_SIDE = 32
 HASH_SIDE = 9  # 9×9 thumbnail → 8×8 horizontal + 8×8 vertical gradient bits = 128-bit hash
 GREY_MODES = frozenset({"1", "L", "I", "I;16", "I;16B", "I;16L", "F"})
@@ -72,7 +73,7 @@ class ImageFacts:
     key: list[int] | None = field(default=None, compare=False)  # ``stat_key`` of what was read
 
     def to_record(self) -> list:
-        """Plain data (for the cache and for sending between processes)."""
+        """Plain data (for the cache and for sending between processes); the digest is at ``DIGEST_FIELD``."""
         header = [list(p) for p in self.problems if p is not self.decode_problem]
         return [self.found, self.usable or self.decode_problem is not None, self.format, self.width, self.height,
                 self.mode, self.file_size, self.digest.hex() or None, self.hashed,
