@@ -14,9 +14,10 @@ imports done before the clock starts:
   how the work scales with cores.
 
 Prints a table (median and best of the rounds) with ratios to ultralytics and of first run to re-run,
-and the load average before and after.
+the load average before and after, and CPU seconds with an idle-machine estimate made from them (on a
+machine shared with other jobs the wall clock measures the other jobs as much as these).
 
-Run: ``python benchmarks/dataset_bench.py [--images 5000] [--data DIR] [--rounds 3]``.
+Run: ``python benchmarks/dataset_bench.py [--images 5000] [--data DIR] [--rounds 3] [--cold]``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=640, help="side of the generated images")
     parser.add_argument("--data", type=Path, help="reuse (or create) the dataset in this folder")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cold", action="store_true", help="drop the dataset's files from the page cache before "
+                        "every run but the re-runs (posix_fadvise DONTNEED: clean pages only, no root needed)")
     parser.add_argument("--one", nargs=3, metavar=("KIND", "DATA_YAML", "OPTIONS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -63,7 +66,7 @@ def main() -> None:
         images = _count_images(data_yaml)
         _warm_page_cache(data_yaml.parent)
         load_before = os.getloadavg()
-        timings, cpu_times = _run_rounds(data_yaml, args.rounds, Path(scratch))
+        timings, cpu_times = _run_rounds(data_yaml, args.rounds, Path(scratch), args.cold)
         load_after = os.getloadavg()
     _print_table(timings, cpu_times, images, args, load_before, load_after)
 
@@ -105,24 +108,38 @@ def _warm_page_cache(root: Path) -> None:
             path.read_bytes()
 
 
-def _run_rounds(data_yaml: Path, rounds: int, scratch: Path) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Wall and CPU seconds (the process and its workers) of every variant in every round."""
+def _drop_page_cache(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def _run_rounds(data_yaml: Path, rounds: int, scratch: Path, cold: bool
+                ) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, float]]]]:
+    """Wall seconds and CPU seconds (the process, its worker processes) of every variant in every round."""
     timings: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    cpu_times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    cpu_times: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
     for round_number in range(rounds):
         cache_dir = None
         for name, (kind, options) in VARIANTS.items():
             if kind == "bra":
                 cache_dir = scratch / f"cache-{round_number}-{len(timings[name])}-{abs(hash(name))}"
             env = {**os.environ, "BRA_CACHE_DIR": str(cache_dir or scratch / "unused")}
+            if cold and kind != "rerun":
+                _drop_page_cache(data_yaml.parent)
             result = subprocess.run([sys.executable, __file__, "--one", "bra" if kind == "rerun" else kind,
                                      str(data_yaml), repr(options)], capture_output=True, text=True, env=env)
             if result.returncode:
                 raise SystemExit(f"{name} failed:\n{result.stderr}")
-            wall, cpu = (float(v) for v in result.stdout.strip().splitlines()[-1].split())
+            wall, own, workers = (float(v) for v in result.stdout.strip().splitlines()[-1].split())
             timings[name].append(wall)
-            cpu_times[name].append(cpu)
-            print(f"round {round_number + 1}: {name}: {wall:.3f} s ({cpu:.2f} CPU s)", file=sys.stderr)
+            cpu_times[name].append((own, workers))
+            print(f"round {round_number + 1}: {name}: {wall:.3f} s (CPU s: {own:.2f} + workers {workers:.2f})",
+                  file=sys.stderr)
     return timings, cpu_times
 
 
@@ -134,13 +151,14 @@ def _time_one(kind: str, data_yaml: str, options: str) -> None:
                                                                                    ast.literal_eval(options))
     import resource
 
-    def cpu() -> float:  # this process and its reaped workers, user + system
-        return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
-                                                       resource.getrusage(resource.RUSAGE_CHILDREN)))
+    def cpu(who: int) -> float:  # user + system seconds of this process (threads included) or its reaped workers
+        usage = resource.getrusage(who)
+        return usage.ru_utime + usage.ru_stime
 
-    started, started_cpu = time.perf_counter(), cpu()
+    started = time.perf_counter(), cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
     run()
-    print(f"{time.perf_counter() - started:.6f} {cpu() - started_cpu:.6f}")
+    ended = time.perf_counter(), cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
+    print(" ".join(f"{end - start:.6f}" for start, end in zip(started, ended, strict=True)))
 
 
 def _bra_check(data_yaml: Path, options: dict):
@@ -174,31 +192,46 @@ def _ultralytics_scan(data_yaml: Path):
     return scan
 
 
-def _print_table(timings: dict[str, list[float]], cpu_times: dict[str, list[float]], images: int,
+def _print_table(timings: dict[str, list[float]], cpu_times: dict[str, list[tuple[float, float]]], images: int,
                  args: argparse.Namespace, load_before: tuple[float, ...], load_after: tuple[float, ...]) -> None:
+    """Wall-clock results, and an idle-machine estimate from CPU time for when other jobs share the cores.
+
+    The estimate is the process's own CPU time plus its workers' CPU time shared over the workers
+    (ultralytics' scan runs in one process); it assumes nothing else runs and ignores I/O waits.
+    """
     import PIL
 
     from bracli.dataset.check import usable_cpus
 
+    cores = usable_cpus()
+
+    def estimate(name: str) -> float:
+        kind, options = VARIANTS[name]
+        workers = 1 if kind == "ultralytics" else options.get("workers") or cores
+        return statistics.median(own + children / workers for own, children in cpu_times[name])
+
     names = list(timings)
-    baseline = statistics.median(timings[names[0]])
-    print(f"\n{images} generated {args.imgsz} px JPEG images (80/20 train/val), page cache warm; {args.rounds} "
+    baseline, baseline_estimate = statistics.median(timings[names[0]]), estimate(names[0])
+    cache = "cold (dropped before each run but the re-runs)" if args.cold else "warm"
+    print(f"\n{images} generated {args.imgsz} px JPEG images (80/20 train/val), page cache {cache}; {args.rounds} "
           f"rounds, variants in turn, each in a fresh process (imports not timed). "
-          f"{platform.processor() or platform.machine()}, {usable_cpus()} usable of {os.cpu_count()} CPUs, "
+          f"{platform.processor() or platform.machine()}, {cores} usable of {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, Pillow {PIL.__version__}, {date.today()}. Load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after.\n")
-    print("| run | median s | best s | CPU s | images/s | vs ultralytics | first run ÷ re-run |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| run | median s | best s | images/s | vs ultralytics | first ÷ re-run | CPU s (own + workers) "
+          "| idle estimate s | vs ultralytics (estimate) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     first = None
     for name in names:
         median, best = statistics.median(timings[name]), min(timings[name])
+        own, children = (statistics.median(values) for values in zip(*cpu_times[name], strict=True))
         speedup = ""
         if "first run" in name and "1 worker" not in name:
             first = median
         elif "re-run" in name and first:
             speedup = f"{first / median:.1f}×"
-        print(f"| {name} | {median:.3f} | {best:.3f} | {statistics.median(cpu_times[name]):.2f} | "
-              f"{images / median:,.0f} | {baseline / median:.2f}× | {speedup} |")
+        print(f"| {name} | {median:.3f} | {best:.3f} | {images / median:,.0f} | {baseline / median:.2f}× | {speedup} "
+              f"| {own:.2f} + {children:.2f} | {estimate(name):.2f} | {baseline_estimate / estimate(name):.2f}× |")
 
 
 if __name__ == "__main__":
