@@ -34,7 +34,6 @@ from bracli.formats import image_extensions
 EXIF_ORIENTATION = 274
 MIN_SIDE = 10  # ultralytics drops images with a side under 10 px
 MAX_IMAGE_BYTES = 256 << 20  # larger files are streamed (header, tail, digest) and get no perceptual hash
-TAIL_BYTES = 1 << 16  # how much of a streamed file's end is searched for the JPEG end marker
 EDGE_BYTES = 4096  # the fingerprint hashes this much of each end of a file
 PREFETCH = 8  # files asked ahead of the one being checked
 DIGEST_FIELD = 7  # where ``ImageFacts.to_record`` puts the SHA-1 (hex), which may be added later
@@ -164,39 +163,42 @@ def inspect_image(path: str, perceptual: bool = True, need_digest: bool = True,
                   info: os.stat_result | None = None) -> ImageFacts:
     """Header, integrity and (optionally) a perceptual hash and SHA-1 of one image file.
 
-    ``info`` is the file's ``stat`` when the caller has it: a non-regular file is then reported unopened.
+    The whole file is read only when the hash or the digest needs every byte; otherwise the header
+    (as PIL asks for it) and both ends are enough. ``info`` is the file's ``stat`` when the caller has
+    it: a non-regular file is then reported unopened.
     """
     facts = ImageFacts(path)
-    problems = facts.problems
     if info is not None and not stat.S_ISREG(info.st_mode):
         return _not_a_file(facts, kind_of(info.st_mode))
+    whole = perceptual or need_digest
     try:
-        data, info = read_regular(path, MAX_IMAGE_BYTES)
+        if whole:
+            data, info = read_regular(path, MAX_IMAGE_BYTES)
+            if data is not None:
+                return _inspect_bytes(facts, data, info, perceptual, need_digest)
+        facts.hashed = whole  # too large to hold: no perceptual hash, and that is settled
+        with open_regular(path) as f:
+            return _inspect_stream(facts, f, need_digest)
     except FileNotFoundError:
-        problems.append(("image.missing", None, "listed in the split but the file does not exist", 0.0))
+        facts.problems.append(("image.missing", None, "listed in the split but the file does not exist", 0.0))
         facts.found = False
-        return facts
     except NotRegularFile as e:
-        return _not_a_file(facts, e.kind)
+        _not_a_file(facts, e.kind)
     except OSError as e:
-        problems.append(("image.corrupt", None, f"cannot be read: {e.strerror or e}", 0.0))
-        return facts
-    facts.key = stat_key(info)
-    facts.file_size = info.st_size if data is None else len(data)
-    if data is None:  # too large to hold: stream what the checks need, skip the perceptual hash
-        facts.hashed = True
-        return _inspect_large(facts, need_digest)
+        facts.problems.append(("image.corrupt", None, f"cannot be read: {e.strerror or e}", 0.0))
+    return facts
+
+
+def _inspect_bytes(facts: ImageFacts, data: bytes, info: os.stat_result, perceptual: bool,
+                   need_digest: bool) -> ImageFacts:
+    facts.key, facts.file_size = stat_key(info), len(data)
     facts.fingerprint = _fingerprint(len(data), data[:EDGE_BYTES], data[-EDGE_BYTES:])
     if need_digest:
         facts.digest = hashlib.sha1(data, usedforsecurity=False).digest()  # identity, not security: fastest here
     image = _open(facts, io.BytesIO(data))
     if image is None:
         return facts
-    ending = _ending_problem(facts.format, data)
-    if ending is not None:
-        problems.append(ending)
-        if ending[0] == "image.truncated":
-            facts.usable = False
+    _check_ending(facts, data[-16:], data.rfind)
     if perceptual and facts.usable:
         facts.hashed = True
         try:
@@ -205,8 +207,25 @@ def inspect_image(path: str, perceptual: bool = True, need_digest: bool = True,
             truncated = "truncated" in str(e)
             facts.decode_problem = ("image.truncated" if truncated else "image.corrupt", None,
                                     f"pixel data cannot be decoded ({e}); training drops or damages it", 0.0)
-            problems.append(facts.decode_problem)
+            facts.problems.append(facts.decode_problem)
             facts.usable = False
+    return facts
+
+
+def _inspect_stream(facts: ImageFacts, f, need_digest: bool) -> ImageFacts:
+    """The same checks from the header and the ends of an open file (and a digest read in pieces)."""
+    info = os.fstat(f.fileno())
+    facts.key, facts.file_size = stat_key(info), info.st_size
+    head = f.read(EDGE_BYTES)
+    f.seek(max(0, info.st_size - EDGE_BYTES))
+    tail = f.read(EDGE_BYTES)
+    facts.fingerprint = _fingerprint(info.st_size, head, tail)
+    if need_digest:
+        f.seek(0)
+        facts.digest = _sha1(f)
+    f.seek(0)
+    if _open(facts, f) is not None:
+        _check_ending(facts, tail, lambda marker: _find_last(f, marker))
     return facts
 
 
@@ -222,31 +241,31 @@ def _fingerprint(size: int, head: bytes, tail: bytes) -> bytes:
     return hashlib.sha1(b"%d:%b:%b" % (size, head, tail), usedforsecurity=False).digest()
 
 
+def _sha1(f) -> bytes:
+    digest = hashlib.sha1(usedforsecurity=False)
+    while chunk := f.read(1 << 24):
+        digest.update(chunk)
+    return digest.digest()
+
+
 def file_digest(path: str) -> tuple[bytes, list[int]]:
-    """SHA-1 of a whole file (read in chunks) and the ``stat_key`` of what was hashed."""
+    """SHA-1 of a whole file (read in pieces) and the ``stat_key`` of what was hashed."""
     with open_regular(path) as f:
-        key = stat_key(os.fstat(f.fileno()))
-        digest = hashlib.sha1(usedforsecurity=False)
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.digest(), key
+        return _sha1(f), stat_key(os.fstat(f.fileno()))
 
 
-def _inspect_large(facts: ImageFacts, need_digest: bool) -> ImageFacts:
-    if need_digest:
-        facts.digest, _ = file_digest(facts.path)
-    with open_regular(facts.path) as f:
-        head = f.read(EDGE_BYTES)
-        f.seek(max(0, facts.file_size - TAIL_BYTES))
-        tail = f.read()
-        facts.fingerprint = _fingerprint(facts.file_size, head, tail[-EDGE_BYTES:])
-        f.seek(0)
-        if _open(facts, f) is not None:
-            ending = _ending_problem(facts.format, tail)
-            if ending is not None:
-                facts.problems.append(ending)
-                facts.usable = facts.usable and ending[0] != "image.truncated"
-    return facts
+def _find_last(f, marker: bytes) -> int:
+    """Position of the last ``marker`` in an open file, reading it in pieces; -1 if there is none."""
+    f.seek(0)
+    last, offset, carry = -1, 0, b""
+    while chunk := f.read(1 << 24):
+        window = carry + chunk
+        found = window.rfind(marker)
+        if found >= 0:
+            last = offset - len(carry) + found
+        carry = window[-(len(marker) - 1):]
+        offset += len(chunk)
+    return last
 
 
 def _open(facts: ImageFacts, source):
@@ -300,21 +319,26 @@ def _orientation(image) -> int:
         return 1
 
 
-def _ending_problem(fmt: str, data: bytes) -> Problem | None:
-    """Truncation found from the bytes alone: the decoder would stop early (or ultralytics would rewrite)."""
-    if fmt in ("jpeg", "mpo"):
-        if data.endswith(b"\xff\xd9"):
-            return None
-        end, last_scan = data.rfind(b"\xff\xd9"), data.rfind(b"\xff\xda")
+def _check_ending(facts: ImageFacts, tail: bytes, find_last) -> None:
+    """Truncation found from the bytes alone: the decoder would stop early (or ultralytics would rewrite).
+
+    ``tail`` is the end of the file; ``find_last(marker)`` the position of a marker's last occurrence,
+    asked only when the file does not end as it should (rare: it reads the whole file).
+    """
+    problem: Problem | None = None
+    if facts.format in ("jpeg", "mpo") and not tail.endswith(b"\xff\xd9"):
+        end, last_scan = find_last(b"\xff\xd9"), find_last(b"\xff\xda")
         if end > last_scan >= 0:
-            return ("image.jpeg_trailing_data", None,
-                    f"{len(data) - end - 2} bytes after the JPEG end marker; ultralytics re-encodes such files "
-                    "in place when it caches labels", 0.0)
-        return ("image.truncated", None, "JPEG data stops before its end marker: the bottom of the image is "
-                "missing (grey), and ultralytics rewrites the file in place", 0.0)
-    if fmt == "png" and b"IEND" not in data[-16:]:
-        return ("image.truncated", None, "PNG has no IEND chunk: the file was cut short", 0.0)
-    return None
+            problem = ("image.jpeg_trailing_data", None, f"{facts.file_size - end - 2} bytes after the JPEG end "
+                       "marker; ultralytics re-encodes such files in place when it caches labels", 0.0)
+        else:
+            problem = ("image.truncated", None, "JPEG data stops before its end marker: the bottom of the image is "
+                       "missing (grey), and ultralytics rewrites the file in place", 0.0)
+    elif facts.format == "png" and b"IEND" not in tail[-16:]:
+        problem = ("image.truncated", None, "PNG has no IEND chunk: the file was cut short", 0.0)
+    if problem is not None:
+        facts.problems.append(problem)
+        facts.usable = facts.usable and problem[0] != "image.truncated"
 
 
 def _dhash(image, fmt: str) -> tuple[int, int]:
