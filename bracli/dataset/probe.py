@@ -35,7 +35,7 @@ EXIF_ORIENTATION = 274
 MIN_SIDE = 10  # ultralytics drops images with a side under 10 px
 MAX_IMAGE_BYTES = 256 << 20  # larger files are streamed (header, tail, digest) and get no perceptual hash
 EDGE_BYTES = 4096  # the fingerprint hashes this much of each end of a file
-PREFETCH = 8  # files asked ahead of the one being checked
+PREFETCH = 8  # files read ahead of the one being checked (when the page cache is cold)
 DIGEST_FIELD = 7  # where ``ImageFacts.to_record`` puts the SHA-1 (hex), which may be added later
 THUMB_SIDE = 32
 HASH_SIDE = 9  # 9×9 thumbnail → 8×8 horizontal + 8×8 vertical gradient bits = 128-bit hash
@@ -122,12 +122,12 @@ def probe_chunk(tasks: list[tuple], nc: int | None, perceptual: bool, task: str)
         warnings.simplefilter("ignore")  # PIL warns on odd EXIF and huge images; the checks report what matters
         results = []
         for index, (image_path, label_file, known) in enumerate(tasks):
-            if index % PREFETCH == 0:  # ask the kernel to start reading the next files while this one is checked
-                for ahead_image, ahead_label, ahead_known in tasks[index + (PREFETCH if index else 0):
-                                                                   index + 2 * PREFETCH]:
-                    if ahead_known is None:
-                        prefetch(ahead_image)
-                    prefetch(ahead_label)
+            if index % PREFETCH == 0:  # while these files are checked, the disk can read the next ones
+                ahead = tasks[index + (PREFETCH if index else 0):index + 2 * PREFETCH]
+                paths = [path for image, label, cached in ahead for path in ((label,) if cached else (image, label))]
+                if paths and prefetch(paths[-1]):
+                    for path in paths[:-1]:
+                        prefetch(path)
             image_key = None
             if known is None:
                 image = inspect_image(image_path, perceptual, need_digest=False)
@@ -139,24 +139,41 @@ def probe_chunk(tasks: list[tuple], nc: int | None, perceptual: bool, task: str)
         return results
 
 
-def prefetch(path: str) -> None:
-    """Start reading a file into the page cache in the background (a hint: errors and other OSes are ignored).
+def prefetch(path: str) -> bool:
+    """Ask the kernel to read a file into the page cache in the background, if it is not there already.
 
-    On a cold cache this overlaps the disk with the decoding; on a warm one it costs an open and a close.
+    Returns whether it had to (a hint: errors, and platforms without the calls, give False). A warm
+    cache costs an open and one non-blocking read of a byte; a cold one is read while other files are
+    being checked instead of when this one is.
     """
     if not hasattr(os, "posix_fadvise"):
-        return
+        return False
     try:
         fd = os.open(path, fsio.OPEN_FLAGS)
     except (OSError, ValueError):
-        return
+        return False
     try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or _in_page_cache(fd):
+            return False
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        return True
     except OSError:
-        pass
+        return False
     finally:
         os.close(fd)
+
+
+def _in_page_cache(fd: int) -> bool:
+    """Whether the first byte of an open file can be read without waiting for the disk."""
+    if not hasattr(os, "RWF_NOWAIT"):
+        return False
+    try:
+        os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:  # a filesystem without the flag: cannot tell, so ask for the read ahead
+        return False
+    return True
 
 
 def inspect_image(path: str, perceptual: bool = True, need_digest: bool = True,

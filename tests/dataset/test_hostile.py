@@ -72,8 +72,10 @@ def test_files_that_are_not_regular_are_never_opened(tmp_path):
 def test_prefetch_hints_are_harmless(tmp_path):
     os.mkfifo(tmp_path / "fifo.jpg")
     (tmp_path / "x.jpg").write_bytes(jpeg_bytes(1))
-    for name in ("fifo.jpg", "x.jpg", "missing.jpg", "bad\0name.jpg"):
-        probe_module.prefetch(str(tmp_path / name))  # never blocks, never raises
+    for name in ("fifo.jpg", "missing.jpg", "bad\0name.jpg"):
+        assert probe_module.prefetch(str(tmp_path / name)) is False  # never blocks, never raises
+    (tmp_path / "x.jpg").read_bytes()
+    assert probe_module.prefetch(str(tmp_path / "x.jpg")) is False  # just read: in the page cache
 
 
 def test_a_data_yaml_that_is_a_fifo_is_a_usage_error(tmp_path):
