@@ -203,12 +203,12 @@ def _parse_row(tokens: list[str], number: int, nc: int | None, width: int, heigh
                          "row 'class x1 y1 x2 y2 …' (odd, 7 or more)", 0.0))
         return None
     try:
-        values = tuple(float(t) for t in tokens)
+        values = tuple(map(float, tokens))
     except ValueError:
         bad = next(t for t in tokens if not _is_number(t))
         problems.append(("label.non_numeric", number, f"'{bad[:20]}' is not a number", 0.0))
         return None
-    if not all(math.isfinite(v) for v in values):
+    if not all(map(math.isfinite, values)):
         problems.append(("label.non_numeric", number, "contains nan or inf", 0.0))
         return None
     cls = values[0]
@@ -221,8 +221,8 @@ def _parse_row(tokens: list[str], number: int, nc: int | None, width: int, heigh
                          "stops or drops the image", 0.0))
         return None
     coords = values[1:]
-    outside = [v for v in coords if v < -COORD_EPS or v > 1 + COORD_EPS]
-    if outside:
+    if min(coords) < -COORD_EPS or max(coords) > 1 + COORD_EPS:
+        outside = [v for v in coords if v < -COORD_EPS or v > 1 + COORD_EPS]
         worst = max(outside, key=lambda v: abs(v - 0.5))
         problems.append(("label.coords_out_of_range", number, f"value {worst:g} is outside [0, 1]; coordinates must "
                          "be normalised by the image width and height", -abs(worst - 0.5)))
