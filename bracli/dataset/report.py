@@ -203,6 +203,8 @@ def printable(text: str) -> str:
 
 
 def _render_stats(report: Report, console, table_type) -> None:
+    from rich.markup import escape
+
     stats = report.stats
     classes = stats.get("classes") or []
     splits = list(stats.get("splits", {}))
@@ -213,7 +215,8 @@ def _render_stats(report: Report, console, table_type) -> None:
         for split in splits:
             table.add_column(split, justify="right")
         for row in classes:
-            table.add_row(str(row["id"]), row["name"], *(str(row["instances"].get(s, 0)) for s in splits))
+            table.add_row(str(row["id"]), escape(printable(row["name"])),  # names come from the data.yaml
+                          *(str(row["instances"].get(s, 0)) for s in splits))
         console.print()
         console.print(table)
     if splits:

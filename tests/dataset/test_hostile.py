@@ -145,3 +145,13 @@ def test_a_dying_worker_is_one_clear_error(tmp_path, make_clean, monkeypatch):
     monkeypatch.setattr(check_module, "probe_chunk", _worker_dies)
     with pytest.raises(BracliError, match="--workers 1"):
         check(make_clean(tmp_path), workers=2, cache=False)
+
+
+def test_class_names_are_shown_as_written_never_as_markup(bra, tmp_path, make_clean):
+    data_yaml = make_clean(tmp_path)
+    data_yaml.write_text('train: images/train\nval: images/val\nnames: ["[/]", "a\\nb", "[bold]c"]\n')
+    result = bra("dataset", "check", data_yaml, "--plots", tmp_path / "plots")
+    assert result.code == 0, result.err
+    assert "[/]" in result.out and "a\\nb" in result.out and "[bold]c" in result.out
+    data_yaml.write_text('train: images/train\nval: images/val\nnames: ["$\\\\frac{$", "$x^$", "c"]\n')
+    assert bra("dataset", "check", data_yaml, "--plots", tmp_path / "plots", "--force").code == 0
