@@ -162,6 +162,9 @@ def _time_one(kind: str, data_yaml: str, options: str) -> None:
 
 
 def _bra_check(data_yaml: Path, options: dict):
+    import PIL.Image  # noqa: F401 -- what the check imports lazily, imported before the clock as ultralytics' is
+    import yaml  # noqa: F401
+
     from bracli.dataset.check import check
 
     def run() -> None:

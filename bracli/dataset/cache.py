@@ -46,12 +46,12 @@ class ResultCache:
     def __init__(self, path: Path | None, context: dict[str, Any], started_ns: int) -> None:
         self.path = path
         self.context = context
-        self.started_ns = started_ns
         self.entries: dict[str, list] = {}
         self.kept: dict[str, list] = {}
         self.changed = False
         self.status = "off" if path is None else "empty"
         self.hits = 0
+        self.settled_before = started_ns - int(RACY_SECONDS * 1e9)  # files changed since then are not stored
 
     @classmethod
     def open(cls, data_yaml: Path, context: dict[str, Any], images: int, enabled: bool = True) -> ResultCache:
@@ -116,7 +116,7 @@ class ResultCache:
         """Changed so recently that a later edit could leave the same key (timestamp granularity)."""
         if not isinstance(key, list):
             return False  # "missing": a file that appears later changes the key
-        return max(key[1], key[2]) >= self.started_ns - int(RACY_SECONDS * 1e9)
+        return key[1] >= self.settled_before or key[2] >= self.settled_before
 
     def save(self) -> None:
         """Write the kept entries atomically; on any failure keep quiet (the check has its results)."""
