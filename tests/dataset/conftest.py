@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -19,6 +20,20 @@ from PIL import Image
 from bracli.dataset.sample import render_image
 
 GOOD_ROWS = "0 0.3 0.3 0.2 0.2\n0 0.7 0.7 0.2 0.2\n"
+
+
+def _permissions_bind() -> bool:
+    """Whether file permissions stop this process (not for root, unless it dropped CAP_DAC_OVERRIDE)."""
+    with tempfile.NamedTemporaryFile() as f:
+        os.chmod(f.name, 0)
+        try:
+            open(f.name, "rb").close()
+        except PermissionError:
+            return True
+        return False
+
+
+PERMISSIONS_BIND = _permissions_bind()
 NAMES = "names:\n  0: alpha\n  1: beta\n  2: gamma\n"
 
 

@@ -21,7 +21,7 @@ import pytest
 from bracli.dataset import cache as cache_module
 from bracli.dataset.check import check
 
-from .conftest import jpeg_bytes, planted_dataset
+from .conftest import PERMISSIONS_BIND, jpeg_bytes, planted_dataset
 
 
 @pytest.fixture
@@ -158,6 +158,22 @@ def test_a_cache_folder_that_cannot_be_written(dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("BRA_CACHE_DIR", str(blocker / "cache"))  # mkdir fails, even for root
     result, info = _cached(dataset)
     assert result == expected and info["status"].startswith("not saved")
+
+
+@pytest.mark.skipif(not PERMISSIONS_BIND, reason="this process writes regardless of permissions (root)")
+def test_a_read_only_cache_folder_is_read_but_not_written(dataset, trusted_now, private_cache):
+    expected = _fresh(dataset)
+    _cached(dataset)
+    folder = private_cache / "dataset-check"
+    folder.chmod(0o555)
+    try:
+        result, info = _cached(dataset)
+        assert result == expected and info["hits"] == _regular_images(expected)  # still read
+        (dataset.parent / "labels" / "train" / "clean0.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+        result, info = _cached(dataset)
+        assert result == _fresh(dataset) and info["status"].startswith("not saved")
+    finally:
+        folder.chmod(0o755)
 
 
 def test_two_checks_at_once(dataset, trusted_now):

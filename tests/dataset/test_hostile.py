@@ -20,10 +20,10 @@ from bracli.dataset.labels import MAX_PROBLEMS, inspect_label
 from bracli.dataset.probe import inspect_image
 from bracli.errors import UsageError
 
-from .conftest import clean_dataset, jpeg_bytes, write
+from .conftest import PERMISSIONS_BIND, clean_dataset, jpeg_bytes, write
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs and symlinks are POSIX")
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
 ODD_NAME = os.fsdecode(b"images/train/new\nline \xff.jpg")
 
 
@@ -114,7 +114,7 @@ def test_a_file_too_large_to_hold_is_streamed(tmp_path, monkeypatch):
     assert whole.dhash is not None and streamed.dhash is None
 
 
-@pytest.mark.skipif(IS_ROOT, reason="root reads files regardless of their permissions")
+@pytest.mark.skipif(not PERMISSIONS_BIND, reason="this process reads files regardless of their permissions (root)")
 def test_unreadable_files_and_folders(tmp_path):
     data_yaml = clean_dataset(tmp_path)
     (tmp_path / "images" / "train" / "sub").mkdir()
