@@ -234,7 +234,7 @@ class _Gather:
         if not tasks:
             return
         done = total - len(tasks)
-        size = max(8, min(128, math.ceil(len(tasks) / (self.workers * 4))))
+        size = max(8, min(64, math.ceil(len(tasks) / (self.workers * 8))))  # small enough to end together
         chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
         arguments = (self.nc, self.perceptual, self.task)
         if self.workers == 1 or len(tasks) < SERIAL_BELOW:
