@@ -87,6 +87,10 @@ def _resolve_split(name: str, entries: list[Path], written, data: DataYaml, line
             if label_folder != str(source):
                 split.label_folders.add((label_folder, True))
             report_skipped = skipped_kinds
+        elif source.exists() and not source.is_file():  # a FIFO or device: never read
+            issues.append(Issue("yaml.split_not_found", shown, line, f"{name}: {entry} is neither a folder nor a "
+                                "regular file"))
+            continue
         elif source.is_file():
             try:
                 candidates = _read_list(source)

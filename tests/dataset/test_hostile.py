@@ -78,6 +78,15 @@ def test_prefetch_hints_are_harmless(tmp_path):
     assert probe_module.prefetch(str(tmp_path / "x.jpg")) is False  # just read: in the page cache
 
 
+def test_a_split_that_is_a_fifo_is_not_read(tmp_path, make_clean):
+    data_yaml = make_clean(tmp_path)
+    os.mkfifo(tmp_path / "val.txt")
+    data_yaml.write_text("train: images/train\nval: val.txt\nnames: [a, b, c]\n")
+    report = check(data_yaml, cache=False)
+    assert [(i.check, i.line) for i in report.issues if i.check.startswith("yaml.")] == [
+        ("yaml.split_not_found", 2), ("yaml.no_images", 2)]
+
+
 def test_a_data_yaml_that_is_a_fifo_is_a_usage_error(tmp_path):
     os.mkfifo(tmp_path / "data.yaml")
     with pytest.raises(UsageError, match="not a regular file"):
