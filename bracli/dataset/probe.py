@@ -1,8 +1,9 @@
 """Per-file checks of an image: pure functions from one image file to facts and problems.
 
-These run in worker processes, so they import only PIL and numpy, read each file once, and return
-plain records (lists of numbers and strings: picklable, and JSON for the cache). Images are read
-header-first: format, size, mode and EXIF come from the header without decoding pixels. Truncation is
+These run in worker processes, so they import only PIL and numpy, read each file at most once, and
+return plain records (lists of numbers and strings: picklable, and JSON for the cache). Format, size,
+mode and EXIF come from the header without decoding pixels; without the perceptual hash only the
+header and the two ends of a file are read. Truncation is
 found from the bytes themselves (a JPEG whose last scan has no end-of-image marker after it, a PNG
 without its IEND chunk), so it costs no decode either. Pixels are decoded only for the perceptual hash,
 and then at reduced size (JPEG DCT scaling via ``draft``); that decode also catches data that breaks the
