@@ -21,7 +21,7 @@ DETECT_ON_SEGMENT_DATA = {"dataset.box_segment_mix"}  # polygon files next to bo
 
 @pytest.fixture(scope="module")
 def planted_report(planted):
-    return check(planted[0], workers=1)
+    return check(planted[0], workers=1, cache=False)  # module scope: before the per-test cache folder exists
 
 
 def _snapshot(root: Path) -> dict[str, str]:
