@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from bracli.errors import OutputExistsError, UsageError
 
@@ -54,12 +52,3 @@ def _umask() -> int:
 
 def atomic_write_text(path: str | Path, text: str, force: bool = False) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"), force=force)
-
-
-def write_json(path: str | Path, obj: Any, force: bool = False) -> Path | None:
-    """Write ``obj`` as JSON to ``path``; ``-`` prints it to stdout instead."""
-    text = json.dumps(obj, indent=2, default=str) + "\n"
-    if str(path) == "-":
-        print(text, end="")
-        return None
-    return atomic_write_text(path, text, force=force)

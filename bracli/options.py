@@ -101,6 +101,7 @@ COMMAND_DEFAULTS: dict[tuple[str, str], tuple[Any, str]] = {
     ("val", "imgsz"): (None, "the size the checkpoint was trained at"),
     ("demo", "imgsz"): (320, "the demo trains in minutes on a CPU"),
     ("profile", "batch"): (1, "latency is quoted per image, as deployment sees it"),
+    ("dataset sample", "imgsz"): (320, "the sample's images are small, so it trains in minutes on a CPU"),
 }
 
 # ---------------------------------------------------------------------------------------------- values

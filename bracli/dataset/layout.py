@@ -1,30 +1,30 @@
 """From a data.yaml to the lists of image and label files that training will read.
 
 The resolution follows what ultralytics' loader does, so the check looks at the same files training
-would: a split is a folder (searched recursively), a ``.txt`` list of image paths, or a list of those;
-a label path replaces the last ``/images/`` of the image path with ``/labels/`` and the extension with
-``.txt``. Two differences, on purpose: a relative ``path:`` is resolved next to the YAML file first (and
-reported, since ultralytics resolves it against the working directory), and ``download:`` is never run.
+would: a split is a folder (searched recursively, hidden names skipped), a ``.txt`` list of image paths,
+or a list of those; a label path replaces the last ``/images/`` of the image path with ``/labels/`` and
+the extension with ``.txt``. Differences, on purpose: the data.yaml is read by ``read_data_yaml`` (a
+relative ``path:`` is resolved next to the YAML, ``download:`` is never run), and folders are walked
+with ``fsio.walk``, which follows a link to a folder once and reports loops instead of listing the same
+images dozens of times.
 """
 
 from __future__ import annotations
 
-import glob
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from bracli.dataset.data_yaml import SPLITS, DataYaml, read_data_yaml  # noqa: F401 -- SPLITS is re-exported
+from bracli.dataset.fsio import FileTooLarge, read_regular, walk
 from bracli.dataset.report import Issue
+from bracli.formats import image_extensions
 
-# the image extensions ultralytics' loader accepts; other files in an image folder are skipped by training
-IMG_FORMATS = frozenset({"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff",
-                         "webp"})
-# extensions of images that training silently skips (worth telling the user about)
-SKIPPED_IMAGE_EXTENSIONS = frozenset({"gif", "jfif", "pjpeg", "pjp", "svg", "ico", "ppm", "pgm", "pbm", "pnm", "pcx",
-                                      "tga", "exr", "hdr", "psd", "jxl", "apng", "raw", "cr2", "nef", "arw"})
-SPLITS = ("train", "val", "test")
+# extensions of images that training silently skips (worth telling the user about); ultralytics' own
+# image extensions are taken out of this list when it is used
+OTHER_IMAGE_EXTENSIONS = frozenset({"gif", "jfif", "pjpeg", "pjp", "svg", "ico", "ppm", "pgm", "pbm", "pnm", "pcx",
+                                    "tga", "exr", "hdr", "psd", "jxl", "apng", "raw", "cr2", "nef", "arw"})
+MAX_LIST_BYTES = 256 << 20  # an image list file this big would list tens of millions of images
 
 
 @dataclass
@@ -46,6 +46,7 @@ class Layout:
     names: list[str] | None
     splits: dict[str, Split]
     issues: list[Issue]
+    data: DataYaml | None = None
 
 
 def label_path(image: str) -> str:
@@ -54,126 +55,42 @@ def label_path(image: str) -> str:
     return labels.join(image.rsplit(images, 1)).rsplit(".", 1)[0] + ".txt"
 
 
+def extension(name: str) -> str:
+    """What training compares with its format list: the text after the last dot, lower case."""
+    return name.rpartition(".")[-1].lower()
+
+
 def load_layout(data_yaml: Path) -> Layout:
-    """Parse ``data_yaml`` safely and resolve its splits; never executes anything it contains."""
-    import yaml
-
-    data_yaml = data_yaml.resolve()
-    shown = str(data_yaml)
-    layout = Layout(data_yaml, data_yaml.parent, None, {}, [])
-    try:
-        text = data_yaml.read_text(encoding="utf-8-sig")
-        data = yaml.safe_load(text)
-    except UnicodeDecodeError:
-        layout.issues.append(Issue("yaml.parse", shown, None, "not UTF-8 text"))
-        return layout
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        layout.issues.append(Issue("yaml.parse", shown, line, f"invalid YAML: {problem}"))
-        return layout
-    if not isinstance(data, dict):
-        layout.issues.append(Issue("yaml.parse", shown, None, "expected a mapping with train/val/names keys, "
-                                   f"found {type(data).__name__}"))
-        return layout
-
-    def line_of(key: str) -> int | None:
-        match = re.search(rf"^{re.escape(key)}\s*:", text, re.MULTILINE)
-        return text.count("\n", 0, match.start()) + 1 if match else None
-
-    if data.get("download"):
-        layout.issues.append(Issue("yaml.download", shown, line_of("download"),
-                                   "has a download: entry; plain ultralytics runs it (URL fetch, shell command or "
-                                   "Python code) when a split is missing, bra train only with --allow-download. "
-                                   "Review it, and delete it if you do not trust it"))
-    layout.names = _names(data, shown, line_of, layout.issues)
-    layout.root = _root(data, data_yaml.parent, shown, line_of("path"), layout.issues)
-    if "val" not in data and "validation" in data:
-        data["val"] = data["validation"]
-    for split in SPLITS:
-        value = data.get(split)
-        if not value:
-            if split != "test":
-                layout.issues.append(Issue("yaml.missing_key", shown, None,
-                                           f"no '{split}:' entry; training needs both train and val"))
-            continue
-        if not isinstance(value, (str, list)) or (isinstance(value, list) and
-                                                   not all(isinstance(v, str) for v in value)):
-            layout.issues.append(Issue("yaml.parse", shown, line_of(split),
-                                       f"'{split}:' must be a path or a list of paths"))
-            continue
-        layout.splits[split] = _resolve_split(split, value, layout.root, shown, line_of(split), layout.issues)
+    """Read ``data_yaml`` (safely) and resolve its splits to image files; never executes anything in it."""
+    data = read_data_yaml(data_yaml)
+    layout = Layout(data.path, data.root, data.names, {}, list(data.issues), data)
+    line_of = {split: data.line_of("validation" if split == "val" and "val" not in data.raw else split)
+               for split in data.splits}
+    for split, entries in data.splits.items():
+        written = data.raw.get(split, data.raw.get("validation"))
+        layout.splits[split] = _resolve_split(split, entries, written, data, line_of[split], layout.issues)
     return layout
 
 
-def _names(data: dict[str, Any], shown: str, line_of, issues: list[Issue]) -> list[str] | None:
-    names, nc = data.get("names"), data.get("nc")
-    if names is None and nc is None:
-        issues.append(Issue("yaml.missing_key", shown, None, "no 'names:' (or 'nc:') entry: class ids cannot "
-                            "be checked; add names: {0: first_class, 1: ...}"))
-        return None
-    if nc is not None:
-        try:
-            if float(nc) != int(float(nc)) or int(float(nc)) < 1:
-                raise ValueError
-            nc = int(float(nc))
-        except (TypeError, ValueError):
-            issues.append(Issue("yaml.names", shown, line_of("nc"), f"nc: {nc!r} is not a positive integer"))
-            nc = None
-    if names is None:
-        return [f"class_{i}" for i in range(nc)] if nc else None
-    if isinstance(names, dict):
-        try:
-            keys = sorted(int(k) for k in names)
-        except (TypeError, ValueError):
-            keys = []
-        if keys != list(range(len(names))):
-            issues.append(Issue("yaml.names", shown, line_of("names"),
-                                "names: keys must be the class ids 0, 1, 2, … without gaps"))
-            return None
-        names = [str(names[k] if k in names else names[str(k)]) for k in keys]
-    elif isinstance(names, list):
-        names = [str(n) for n in names]
-    else:
-        issues.append(Issue("yaml.names", shown, line_of("names"), "names: must be a list or a {id: name} mapping"))
-        return None
-    if nc is not None and nc != len(names):
-        issues.append(Issue("yaml.names", shown, line_of("nc"),
-                            f"nc: {nc} but names: lists {len(names)} classes; training stops on this. "
-                            "Make them agree (or drop nc)"))
-    return names
-
-
-def _root(data: dict[str, Any], yaml_dir: Path, shown: str, line: int | None, issues: list[Issue]) -> Path:
-    value = data.get("path")
-    if not value:
-        return yaml_dir
-    path = Path(str(value)).expanduser()
-    if path.is_absolute():
-        return path.resolve()
-    beside_yaml, from_cwd = (yaml_dir / path).resolve(), path.resolve()
-    root = beside_yaml if beside_yaml.exists() or not from_cwd.exists() else from_cwd
-    issues.append(Issue("yaml.relative_path", shown, line,
-                        f"path: {value} is relative: checked {root}. bra train resolves it next to this file, but "
-                        "plain ultralytics against the working directory (or its datasets_dir); remove path: to mean "
-                        "this file's folder, or make it absolute"))
-    return root
-
-
-def _resolve_split(name: str, value: str | list[str], root: Path, shown: str, line: int | None,
+def _resolve_split(name: str, entries: list[Path], written, data: DataYaml, line: int | None,
                    issues: list[Issue]) -> Split:
     split = Split(name)
-    for entry in value if isinstance(value, list) else [value]:
-        source = (root / entry).resolve()
-        if not source.exists() and entry.startswith("../"):
-            source = (root / entry[3:]).resolve()
+    shown = str(data.path)
+    formats = image_extensions()
+    skipped_kinds = OTHER_IMAGE_EXTENSIONS - formats
+    for entry, source in zip(written if isinstance(written, list) else [written], entries, strict=True):
         if source.is_dir():
-            candidates = glob.glob(os.path.join(glob.escape(str(source)), "**", "*.*"), recursive=True)
+            found = walk(str(source), lambda n: "." in n)
+            candidates = found.files
+            _walk_issues(found, name, data.root, issues)
             label_folder = os.path.dirname(label_path(os.path.join(str(source), "x.jpg")))
             if label_folder != str(source):
                 split.label_folders.add((label_folder, True))
-            report_skipped = SKIPPED_IMAGE_EXTENSIONS
+            report_skipped = skipped_kinds
+        elif source.exists() and not source.is_file():  # a FIFO or device: never read
+            issues.append(Issue("yaml.split_not_found", shown, line, f"{name}: {entry} is neither a folder nor a "
+                                "regular file"))
+            continue
         elif source.is_file():
             try:
                 candidates = _read_list(source)
@@ -187,16 +104,16 @@ def _resolve_split(name: str, value: str | list[str], root: Path, shown: str, li
             issues.append(Issue("yaml.split_not_found", shown, line, f"{name}: {entry} → {source} does not exist"))
             continue
         for candidate in candidates:
-            extension = candidate.rpartition(".")[-1].lower()
-            if extension in IMG_FORMATS:
+            kind = extension(candidate)
+            if kind in formats:
                 split.images.append(candidate)
-            elif report_skipped is None or extension in report_skipped:
+            elif report_skipped is None or kind in report_skipped:
                 issues.append(Issue("image.ignored", candidate, None,
-                                    f"in {name} but training skips it: '.{extension}' is not an image format it "
+                                    f"in {name} but training skips it: '.{kind}' is not an image format it "
                                     "reads; convert it to .jpg/.png or remove it"))
     split.images.sort()
     if not split.images:
-        issues.append(Issue("yaml.no_images", shown, line, f"{name}: no images found in {value}"))
+        issues.append(Issue("yaml.no_images", shown, line, f"{name}: no images found in {written}"))
     for image in split.images:
         folder = os.path.dirname(label_path(image))
         if (folder, True) not in split.label_folders:
@@ -204,14 +121,37 @@ def _resolve_split(name: str, value: str | list[str], root: Path, shown: str, li
     return split
 
 
+def _walk_issues(found, split: str, root: Path, issues: list[Issue]) -> None:
+    def shown(path: str) -> str:
+        relative = os.path.relpath(path, root)
+        return path if relative.startswith("..") else relative
+
+    for link, target in found.loops:
+        issues.append(Issue("image.folder_link", link, None,
+                            f"is {shown(target)} again, reached through a folder link: a loop. ultralytics follows "
+                            "it and lists every image below it again at each level (up to 40 times); this check "
+                            "counted them once. Remove the link"))
+    for link, target in found.repeats:
+        issues.append(Issue("image.folder_link", link, None,
+                            f"is {shown(target)} again, reached through a folder link: ultralytics lists its images "
+                            f"twice in {split}; this check counted them once. Remove one way in"))
+    for folder, reason in found.unreadable:
+        issues.append(Issue("image.folder_unreadable", folder, None,
+                            f"cannot be listed ({reason}): training silently skips the images in it"))
+
+
 def _read_list(list_file: Path) -> list[str]:
     """Image paths from a list file: ``./x`` is relative to the list file, other relative paths to the cwd."""
+    data, _ = read_regular(str(list_file), MAX_LIST_BYTES)
+    if data is None:
+        raise FileTooLarge(MAX_LIST_BYTES)
     prefix = str(list_file.parent) + os.sep
     paths = []
-    for raw in list_file.read_text(encoding="utf-8-sig").strip().splitlines():
+    for raw in data.decode("utf-8-sig").strip().splitlines():
         entry = raw.strip()
         if not entry:
             continue
         entry = entry.replace("./", prefix, 1) if entry.startswith("./") else entry
         paths.append(os.path.abspath(entry))
     return paths
+

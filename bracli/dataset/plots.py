@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from bracli.dataset.report import Report
+from bracli.dataset.report import Report, printable
 from bracli.errors import UsageError
 from bracli.files import atomic_write_bytes, check_writable
 
@@ -50,7 +50,8 @@ def _png(draw, arrays: dict) -> bytes:
 def _class_histogram(ax, arrays: dict) -> None:
     import numpy as np
 
-    names = arrays.get("class_names") or []
+    # names come from the data.yaml: shown as written (matplotlib would read "$…$" as math, and fail on bad math)
+    names = [printable(name).replace("$", r"\$") for name in arrays.get("class_names") or []]
     per_split = arrays.get("class_instances") or {}
     positions = np.arange(len(names))
     width = 0.8 / max(1, len(per_split))

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bracli.output import MARKS
+
 SECTIONS = {"yaml": "data.yaml", "image": "Images", "label": "Labels", "dataset": "Dataset", "split": "Splits"}
 
 
@@ -35,6 +37,9 @@ _CATALOGUE = [
     Check("yaml.download", "warning", "no download: script (ultralytics would execute it)"),
     Check("yaml.relative_path", "info", "path: resolves the same from any working directory"),
     Check("image.missing", "error", "listed images exist"),
+    Check("image.not_a_file", "error", "listed images are regular files (not folders, FIFOs or devices)"),
+    Check("image.folder_link", "error", "no folder link loops or repeats a folder"),
+    Check("image.folder_unreadable", "error", "every image folder can be listed"),
     Check("image.corrupt", "error", "images open and decode"),
     Check("image.truncated", "error", "images are complete"),
     Check("image.unsupported_format", "error", "image formats are supported"),
@@ -45,6 +50,8 @@ _CATALOGUE = [
     Check("image.ignored", "warning", "no image file is skipped for its extension"),
     Check("image.grayscale", "info", "colour images"),
     Check("label.unreadable", "error", "label files are UTF-8 text"),
+    Check("label.not_a_file", "error", "label paths are regular files"),
+    Check("label.too_large", "error", "label files are of a plausible size"),
     Check("label.columns", "error", "rows have 5 columns (or a polygon)"),
     Check("label.non_numeric", "error", "values are finite numbers"),
     Check("label.class_not_integer", "error", "class ids are integers"),
@@ -52,18 +59,23 @@ _CATALOGUE = [
     Check("label.coords_out_of_range", "error", "coordinates are within [0, 1]"),
     Check("label.degenerate_box", "error", "boxes have a positive width and height"),
     Check("label.mixed_segments", "error", "a file holds boxes or polygons, not both"),
+    Check("label.polygon_points", "error", "polygons have at least 3 points"),
+    Check("label.polygon_degenerate", "error", "polygons enclose an area (segment)"),
+    Check("label.no_polygons", "error", "every label file has polygons (segment)"),
     Check("label.box_outside_image", "warning", "boxes stay inside the image"),
     Check("label.duplicate", "warning", "no row is repeated"),
     Check("label.near_duplicate", "warning", "no two boxes of one class overlap with IoU > 0.9"),
     Check("label.orphan", "warning", "every label file has an image"),
     Check("label.missing", "info", "images with a label file"),
     Check("label.empty", "info", "non-empty label files"),
+    Check("label.polygon_repeated_points", "info", "no polygon repeats a point (segment)"),
     Check("dataset.class_missing", "warning", "every class has training instances"),
     Check("dataset.class_imbalance", "warning", "classes are roughly balanced"),
     Check("dataset.small_boxes", "warning", "boxes are larger than the P3 stride at the training size"),
     Check("dataset.extreme_aspect", "warning", "no box is extremely thin"),
     Check("dataset.duplicate_image", "warning", "no image appears twice in a split"),
     Check("dataset.near_duplicate_image", "warning", "no near-duplicate images in a split"),
+    Check("dataset.box_segment_mix", "info", "label files are all boxes or all polygons (detect)"),
     Check("split.leakage", "error", "no image is in two splits"),
     Check("split.near_leakage", "warning", "no near-duplicate of a train image in val/test"),
 ]
@@ -102,6 +114,7 @@ class Report:
     strict: bool = False
     skipped: list[str] = field(default_factory=list)
     arrays: dict[str, Any] = field(default_factory=dict, repr=False)
+    cache: dict[str, Any] = field(default_factory=dict)  # where per-file results came from (not exported)
 
     def __post_init__(self) -> None:
         self.issues.sort(key=lambda i: (CHECK_ORDER[i.check], i.rank, i.file, i.line or 0))
@@ -127,7 +140,6 @@ class Report:
         return {"summary": self.summary, "issues": [i.to_dict() for i in self.issues], "stats": self.stats}
 
 
-_MARKS = {"error": "[bold red]✘[/]", "warning": "[yellow]⚠[/]", "info": "[blue]ℹ[/]", "ok": "[green]✔[/]"}
 
 
 def render(report: Report, console, examples: int = 3) -> None:
@@ -138,8 +150,8 @@ def render(report: Report, console, examples: int = 3) -> None:
     by_check: dict[str, list[Issue]] = {}
     for issue in report.issues:
         by_check.setdefault(issue.check, []).append(issue)
-    console.print(f"[bold]Dataset check[/] {escape(report.data_yaml)}  "
-                  f"[dim](paths relative to {escape(str(report.stats.get('root', '.')))})[/]")
+    console.print(f"[bold]Dataset check[/] {escape(printable(report.data_yaml))}  "
+                  f"[dim](paths relative to {escape(printable(str(report.stats.get('root', '.'))))})[/]")
     for section, heading in SECTIONS.items():
         console.print(f"\n[bold underline]{heading}[/]")
         for check in _CATALOGUE:
@@ -150,13 +162,13 @@ def render(report: Report, console, examples: int = 3) -> None:
                 console.print(f"  [dim]– {check.title} (skipped)[/]")
                 continue
             if not found:
-                console.print(f"  {_MARKS['ok']} {check.title}")
+                console.print(f"  {MARKS['ok']} {check.title}")
                 continue
-            console.print(f"  {_MARKS[check.severity]} {check.title}: [bold]{len(found)}[/] "
+            console.print(f"  {MARKS[check.severity]} {check.title}: [bold]{len(found)}[/] "
                           f"[dim]{check.id}[/]")
             for issue in found[:examples]:
                 where = f"{issue.file}:{issue.line}" if issue.line else issue.file
-                console.print(f"      {escape(where)}  {escape(issue.message)}", soft_wrap=True)
+                console.print(f"      {escape(printable(where))}  {escape(printable(issue.message))}", soft_wrap=True)
             if len(found) > examples:
                 console.print(f"      [dim]… and {len(found) - examples} more[/]")
     _render_stats(report, console, Table)
@@ -164,9 +176,36 @@ def render(report: Report, console, examples: int = 3) -> None:
     colour = "red" if summary["errors"] else ("yellow" if summary["warnings"] else "green")
     console.print(f"\n[bold {colour}]{summary['errors']} errors, {summary['warnings']} warnings, "
                   f"{summary['info']} info[/] — {summary['images']} images, {summary['labels']} label files")
+    cache = report.cache
+    if cache.get("hits"):
+        console.print(f"[dim]{cache['hits']} of {cache['images']} images unchanged since the last check: their "
+                      "results came from the cache (--no-cache to read everything again)[/]")
+    if str(cache.get("status", "")).startswith(("not saved", "ignored")):
+        console.print(f"[dim]cache {escape(printable(cache['status']))}: {escape(printable(str(cache['file'])))}[/]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal line: control characters and undecodable bytes as escapes.
+
+    File names may hold newlines, and bytes that are not UTF-8 (Python keeps those as surrogates,
+    which cannot be printed at all).
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if "\udc80" <= char <= "\udcff":  # an undecodable byte, as os.fsdecode keeps it
+            out.append(f"\\x{ord(char) - 0xDC00:02x}")
+        elif char.isprintable() or char == " ":
+            out.append(char)
+        else:
+            out.append(char.encode("unicode_escape", "backslashreplace").decode("ascii"))
+    return "".join(out)
 
 
 def _render_stats(report: Report, console, table_type) -> None:
+    from rich.markup import escape
+
     stats = report.stats
     classes = stats.get("classes") or []
     splits = list(stats.get("splits", {}))
@@ -177,7 +216,8 @@ def _render_stats(report: Report, console, table_type) -> None:
         for split in splits:
             table.add_column(split, justify="right")
         for row in classes:
-            table.add_row(str(row["id"]), row["name"], *(str(row["instances"].get(s, 0)) for s in splits))
+            table.add_row(str(row["id"]), escape(printable(row["name"])),  # names come from the data.yaml
+                          *(str(row["instances"].get(s, 0)) for s in splits))
         console.print()
         console.print(table)
     if splits:

@@ -18,10 +18,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ultralytics.data.utils import IMG_FORMATS, VID_FORMATS
 from ultralytics.utils import ASSETS
 
 from bracli.errors import BracliError, UsageError
+from bracli.formats import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 LIST_SUFFIXES = {"txt", "csv"}  # ultralytics reads these as lists of sources
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "tcp://")
@@ -43,7 +43,7 @@ class Source:
         if not isinstance(self.value, str):
             return False
         if Path(self.value).is_dir():
-            return not any(_extension(p) in VID_FORMATS for p in Path(self.value).iterdir())
+            return not any(_extension(p) in VIDEO_EXTENSIONS for p in Path(self.value).iterdir())
         return self.value in self.images
 
 
@@ -61,27 +61,27 @@ def resolve_source(source: str | None) -> Source:
         return Source(text, [])
     if lowered.startswith(("http://", "https://")):
         raise UsageError("bracli does not download sources; save the file locally and pass its path")
-    media = IMG_FORMATS | VID_FORMATS
+    media = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
     if any(ch in text for ch in "*?["):
         matches = sorted(str(Path(p).resolve()) for p in glob.glob(os.path.expanduser(text), recursive=True)
                          if Path(p).is_file() and _extension(p) in media)
         if not matches:
             raise BracliError(f"no images or videos match {text}")
-        return Source(matches, [m for m in matches if _extension(m) in IMG_FORMATS])
+        return Source(matches, [m for m in matches if _extension(m) in IMAGE_EXTENSIONS])
     path = Path(text).expanduser()
     if not path.exists():
         raise BracliError(f"source not found: {path}")
     if path.is_file() and _extension(path) not in media | LIST_SUFFIXES:
-        raise UsageError(f"{path.name}: unsupported file type; images ({', '.join(sorted(IMG_FORMATS))}) or "
-                         f"videos ({', '.join(sorted(VID_FORMATS))})")
+        raise UsageError(f"{path.name}: unsupported file type; images ({', '.join(sorted(IMAGE_EXTENSIONS))}) or "
+                         f"videos ({', '.join(sorted(VIDEO_EXTENSIONS))})")
     if path.is_dir():
         images = _images_in(path)
-        if not images and not any(_extension(p) in VID_FORMATS for p in path.iterdir()):
+        if not images and not any(_extension(p) in VIDEO_EXTENSIONS for p in path.iterdir()):
             raise BracliError(f"{path} holds no images or videos")
         return Source(str(path.resolve()), images)
     if not path.is_file():
         raise UsageError(f"{path} is not a regular file")
-    return Source(str(path.resolve()), [str(path.resolve())] if _extension(path) in IMG_FORMATS else [])
+    return Source(str(path.resolve()), [str(path.resolve())] if _extension(path) in IMAGE_EXTENSIONS else [])
 
 
 def _extension(path: str | Path) -> str:
@@ -89,7 +89,7 @@ def _extension(path: str | Path) -> str:
 
 
 def _images_in(folder: Path) -> list[str]:
-    return sorted(str(p.resolve()) for p in Path(folder).iterdir() if p.is_file() and _extension(p) in IMG_FORMATS)
+    return sorted(str(p.resolve()) for p in Path(folder).iterdir() if p.is_file() and _extension(p) in IMAGE_EXTENSIONS)
 
 
 def unreadable_images(images: list[str]) -> dict[str, str]:
@@ -98,7 +98,7 @@ def unreadable_images(images: list[str]) -> dict[str, str]:
     ultralytics wraps PIL's ``Image.open`` to offer installing a HEIF plugin for files it cannot identify;
     its log is held back here, since the reason is reported per image.
     """
-    from bracli.dataset.inspect import inspect_image
+    from bracli.dataset.probe import inspect_image
 
     fatal = {"image.missing", "image.corrupt", "image.truncated", "image.unsupported_format", "image.tiny"}
     bad = {}
@@ -109,8 +109,8 @@ def unreadable_images(images: list[str]) -> dict[str, str]:
         for image in images:
             facts = inspect_image(image, perceptual=False)
             problem = next((p for p in facts.problems if p[0] in fatal), None)
-            if problem is not None:
-                bad[image] = problem[2]
+            if problem is not None:  # the dataset check's wording, less what training would do about it
+                bad[image] = re.split(r"; (?:training|ultralytics) ", problem[2])[0]
     finally:
         library_log.setLevel(level)
     return bad

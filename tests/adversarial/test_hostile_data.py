@@ -119,7 +119,7 @@ def test_python_tags_in_a_data_yaml_are_refused(tag, world, expect, marker, tmp_
     data = tmp_path / "tagged.yaml"
     data.write_text(_split_lines(world.data) + PYTHON_TAGS[tag].format(m=marker))
     case = expect(inputs=[data], markers=[marker])
-    case.run("val", world.best, "--data", data, "--project", tmp_path / "runs", code=1, says=["not valid YAML"])
+    case.run("val", world.best, "--data", data, "--project", tmp_path / "runs", code=1, says=["invalid YAML"])
 
 
 def _laughs(depth: int) -> str:
@@ -134,16 +134,17 @@ def _laughs(depth: int) -> str:
 # limit, so that a regression fails here instead of exhausting the machine's memory: a real alias bomb is 10^9
 # names in a few hundred bytes (_laughs(9)), a hostile nc 10^14 (ultralytics makes a name for each).
 BAD_CLASSES = {
-    "alias bomb": (_laughs(5), "class name must be text"),
-    "nc above the limit": ("nc: 100001\n", "nc 100001"),
-    "nc of 5000 digits": ("nc: " + "9" * 5000 + "\n", "not valid YAML"),
-    "nc not a number": ("nc: 1e400\n", "must be a whole number"),
-    "nc negative": ("nc: -3\n", "must be a whole number"),
-    "names a number": ("names: 7\n", "'names' must list"),
-    "names nested": ("names: {0: [a, b], 1: {x: y}}\n", "class name must be text"),
-    "names with holes": ("names: {0: a, 5: b}\n", "keyed 0 to 1"),
-    "names and nc disagree": ("nc: 2\nnames: [a, b, c]\n", "nc is 2"),
-    "test split an alias bomb": (_laughs(5).replace("names:", "test:") + "names: [a]\n", "'test' must be a path"),
+    "alias bomb": (_laughs(5), "each name must be a plain word"),
+    "nc above the limit": ("nc: 100001\n", "nc: 100001 classes is implausible"),
+    "nc of 5000 digits": ("nc: " + "9" * 5000 + "\n", "invalid YAML"),
+    "nc not a number": ("nc: 1e400\n", "is not a positive integer"),
+    "nc negative": ("nc: -3\n", "is not a positive integer"),
+    "names a number": ("names: 7\n", "names: must be a list or a {id: name} mapping"),
+    "names nested": ("names: {0: [a, b], 1: {x: y}}\n", "each name must be a plain word"),
+    "names with holes": ("names: {0: a, 5: b}\n", "class ids 0, 1, 2, … without gaps"),
+    "names and nc disagree": ("nc: 2\nnames: [a, b, c]\n", "nc: 2 but names: lists 3 classes"),
+    "test split an alias bomb": (_laughs(5).replace("names:", "test:") + "names: [a]\n",
+                                 "'test:' must be a path or a list of paths"),
 }
 
 
@@ -168,7 +169,7 @@ def test_a_nul_byte_in_a_split_path(world, expect, tmp_path):
     data = tmp_path / "nul.yaml"
     data.write_text(f"train: {world.dataset}/images/train\nval: \"{world.dataset}/images/val\\0\"\nnames: [a]\n")
     expect(inputs=[data]).run("val", world.best, "--data", data, "--project", tmp_path / "r", code=1,
-                              says=["images not found"])
+                              says=["NUL byte"])
 
 
 @pytest.mark.parametrize("split", ["val", "train"])

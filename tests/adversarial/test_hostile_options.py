@@ -37,7 +37,7 @@ OUT_OF_RANGE = {
     "export --device $(...)": (["export", "w.pt", "--device", "$(touch x)"], "is not a device"),
     "predict --imgsz of 50 digits": (["predict", ".", "--imgsz", "9" * 50], "larger than 8192"),
     "dataset sample --n-train 0": (["dataset", "sample", "ds", "--n-train", "0"], "'--n-train'"),
-    "dataset check --imgsz 0": (["dataset", "check", "DATA", "--imgsz", "0"], "too small"),
+    "dataset check --imgsz 0": (["dataset", "check", "DATA", "--imgsz", "0"], "smaller than the model stride"),
     "dataset check --workers 0": (["dataset", "check", "DATA", "--workers", "0"], "'--workers'"),
     "val __class__=x": (["val", "w.pt", "__class__=x"], "unknown ultralytics argument"),
     "predict model=evil.pt": (["predict", ".", "model=evil.pt"], "not an extra"),

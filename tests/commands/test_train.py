@@ -18,7 +18,7 @@ def test_data_without_val(bra, tmp_path):
     path.write_text(yaml.safe_dump({"train": "images", "names": ["a"]}))
     r = bra("train", path)
     assert r.code == 1
-    assert "no 'val' entry" in r.err
+    assert "no 'val:' entry" in r.err
 
 
 def test_download_key_refused(bra, tiny_data, tmp_path):

@@ -7,7 +7,9 @@ checker must report — nothing more, nothing less.
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -18,6 +20,20 @@ from PIL import Image
 from bracli.dataset.sample import render_image
 
 GOOD_ROWS = "0 0.3 0.3 0.2 0.2\n0 0.7 0.7 0.2 0.2\n"
+
+
+def _permissions_bind() -> bool:
+    """Whether file permissions stop this process (not for root, unless it dropped CAP_DAC_OVERRIDE)."""
+    with tempfile.NamedTemporaryFile() as f:
+        os.chmod(f.name, 0)
+        try:
+            open(f.name, "rb").close()
+        except PermissionError:
+            return True
+        return False
+
+
+PERMISSIONS_BIND = _permissions_bind()
 NAMES = "names:\n  0: alpha\n  1: beta\n  2: gamma\n"
 
 
@@ -144,6 +160,14 @@ def planted_dataset(root: Path) -> tuple[Path, set[tuple[str, str, int | None]]]
     return root / "data.yaml", expected
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own bracli cache folder (the per-file results of `bra dataset check` land there)."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("BRA_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def make_clean():
     """``make_clean(root, n_train=6, n_val=3) -> data.yaml`` of a dataset without any problem."""
@@ -153,3 +177,75 @@ def make_clean():
 @pytest.fixture(scope="session")
 def planted(tmp_path_factory) -> tuple[Path, set[tuple[str, str, int | None]]]:
     return planted_dataset(tmp_path_factory.mktemp("planted"))
+
+
+POLYGON = "0 0.2 0.2 0.5 0.2 0.5 0.5 0.2 0.5\n"  # a square as a polygon
+
+
+def hostile_dataset(root: Path) -> tuple[Path, set[tuple[str, str, int | None]]]:
+    """A clean dataset plus hostile files: a FIFO and a device as images, a folder link loop, a folder and a
+    FIFO as labels, a huge (sparse) label, binary garbage, a 1-point polygon, odd names. Never hangs."""
+    data_yaml = clean_dataset(root)
+    train_images, train_labels = root / "images" / "train", root / "labels" / "train"
+    expected: set[tuple[str, str, int | None]] = set()
+    os.mkfifo(train_images / "fifo.jpg")
+    os.symlink("/dev/zero", train_images / "zero.jpg")
+    expected |= {("image.not_a_file", "images/train/fifo.jpg", None), ("image.not_a_file", "images/train/zero.jpg",
+                                                                        None)}
+    os.symlink(".", train_images / "loop")  # images/train/loop → images/train
+    expected.add(("image.folder_link", "images/train/loop", None))
+    for seed, (name, make) in enumerate((("dir_label", lambda p: p.mkdir()), ("fifo_label", lambda p: os.mkfifo(p)))):
+        write(train_images / f"{name}.jpg", jpeg_bytes(200 + seed))
+        make(train_labels / f"{name}.txt")
+        expected.add(("label.not_a_file", f"labels/train/{name}.txt", None))
+    write(train_images / "huge.jpg", jpeg_bytes(210))
+    with open(train_labels / "huge.txt", "wb") as f:
+        f.truncate(17 << 20)  # sparse: 17 MiB that occupy no disk
+    expected.add(("label.too_large", "labels/train/huge.txt", None))
+    write(train_images / "garbage.jpg", jpeg_bytes(211))
+    write(train_labels / "garbage.txt", np.random.default_rng(5).bytes(4096))
+    expected.add(("label.unreadable", "labels/train/garbage.txt", None))
+    write(train_images / "one_point.jpg", jpeg_bytes(212))
+    write(train_labels / "one_point.txt", GOOD_ROWS + "1 0.5 0.5\n")
+    expected.add(("label.polygon_points", "labels/train/one_point.txt", 3))
+    odd = os.fsdecode(b"new\nline \xff.jpg")  # a newline and a byte that is not UTF-8; no label, so it is named
+    write(train_images / odd, jpeg_bytes(213))
+    expected.add(("label.missing", f"images/train/{odd}", None))
+    return data_yaml, expected
+
+
+def segment_dataset(root: Path) -> tuple[Path, set[tuple[str, str, int | None]]]:
+    """Polygon labels with one planted defect of each segment kind (as ``--task segment`` reports them)."""
+    expected: set[tuple[str, str, int | None]] = set()
+    rows = {
+        "clean": POLYGON.replace("0 ", "1 ", 1),
+        "collinear": "0 0.1 0.1 0.3 0.3 0.5 0.5\n",  # zero area
+        "two_points": "0 0.1 0.1 0.4 0.4 0.1 0.1 0.4 0.4\n",  # four points, two distinct
+        "repeated": "0 0.2 0.2 0.5 0.2 0.5 0.2 0.5 0.5 0.2 0.5\n",  # point 3 repeats point 2
+        "closed": "0 0.2 0.2 0.5 0.2 0.5 0.5 0.2 0.5 0.2 0.2\n",  # the ring is closed explicitly
+        "boxes_only": GOOD_ROWS,
+        "mixed": POLYGON + "0 0.7 0.7 0.2 0.2\n",
+    }
+    for i, (name, text) in enumerate(rows.items()):
+        write(root / "images" / "train" / f"{name}.jpg", jpeg_bytes(300 + i))
+        write(root / "labels" / "train" / f"{name}.txt", text)
+    write(root / "images" / "val" / "v.jpg", jpeg_bytes(320))
+    write(root / "labels" / "val" / "v.txt", POLYGON)
+    write(root / "data.yaml", "train: images/train\nval: images/val\nnames: [a, b]\n")
+    expected |= {("label.polygon_degenerate", "labels/train/collinear.txt", 1),
+                 ("label.polygon_degenerate", "labels/train/two_points.txt", 1),
+                 ("label.polygon_repeated_points", "labels/train/repeated.txt", 1),
+                 ("label.polygon_repeated_points", "labels/train/closed.txt", 1),
+                 ("label.no_polygons", "labels/train/boxes_only.txt", 1),
+                 ("label.mixed_segments", "labels/train/mixed.txt", 2)}
+    return root / "data.yaml", expected
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory) -> tuple[Path, set[tuple[str, str, int | None]]]:
+    return hostile_dataset(tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.fixture(scope="session")
+def segment(tmp_path_factory) -> tuple[Path, set[tuple[str, str, int | None]]]:
+    return segment_dataset(tmp_path_factory.mktemp("segment"))

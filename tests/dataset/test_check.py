@@ -15,11 +15,13 @@ from bracli.dataset.report import CHECKS
 from bracli.errors import UsageError
 
 YAML_ONLY_CHECKS = {"yaml.parse", "yaml.missing_key", "yaml.names", "yaml.split_not_found", "yaml.relative_path"}
+NEEDS_PERMISSIONS = {"image.folder_unreadable"}  # a folder without read permission (tested where not root)
+DETECT_ON_SEGMENT_DATA = {"dataset.box_segment_mix"}  # polygon files next to box files, checked for detect
 
 
 @pytest.fixture(scope="module")
 def planted_report(planted):
-    return check(planted[0], workers=1)
+    return check(planted[0], workers=1, cache=False)  # module scope: before the per-test cache folder exists
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -33,17 +35,17 @@ def test_every_planted_defect_is_reported_exactly(planted, planted_report):
     assert found == expected
 
 
-def test_planted_dataset_covers_every_check_but_the_yaml_level_ones(planted):
-    _, expected = planted
-    assert {check_id for check_id, _, _ in expected} == set(CHECKS) - YAML_ONLY_CHECKS
+def test_planted_datasets_cover_every_check_but_the_yaml_level_ones(planted, hostile, segment):
+    """The planted dataset (data.yaml-valid detect defects), the hostile one and the segment one."""
+    ids = [{check_id for check_id, _, _ in dataset[1]} for dataset in (planted, hostile, segment)]
+    assert set.union(*ids) | NEEDS_PERMISSIONS | DETECT_ON_SEGMENT_DATA == set(CHECKS) - YAML_ONLY_CHECKS
 
 
-def test_severities_follow_the_catalogue(planted_report):
+def test_severities_follow_the_catalogue(planted, planted_report):
     for issue in planted_report.issues:
         assert issue.to_dict()["severity"] == CHECKS[issue.check].severity
     summary = planted_report.summary
-    assert summary["errors"] == sum(c.severity == "error" for c in CHECKS.values()) - sum(
-        CHECKS[c].severity == "error" for c in YAML_ONLY_CHECKS)
+    assert summary["errors"] == sum(CHECKS[c].severity == "error" for c in {c for c, _, _ in planted[1]})
     assert planted_report.exit_code == 1
 
 
@@ -111,7 +113,7 @@ def test_near_duplicate_search_can_be_skipped(planted):
     found = {issue.check for issue in report.issues}
     assert "dataset.near_duplicate_image" not in found and "split.near_leakage" not in found
     assert "split.leakage" in found  # exact duplicates need no pixels
-    assert set(report.skipped) == {"dataset.near_duplicate_image", "split.near_leakage"}
+    assert set(report.skipped) == {"dataset.near_duplicate_image", "split.near_leakage", *check_module.SEGMENT_ONLY}
 
 
 def test_small_box_limit_follows_imgsz(tmp_path, make_clean):

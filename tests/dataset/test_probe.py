@@ -7,7 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from bracli.dataset.inspect import inspect_image, inspect_label
+from bracli.dataset.labels import inspect_label
+from bracli.dataset.probe import inspect_image
 
 from .conftest import jpeg_bytes
 
@@ -123,3 +124,15 @@ def test_perceptual_hash_is_stable_across_encodings_and_separates_images(tmp_pat
     for name in ("q50.jpg", "smaller.jpg", "lossless.png"):
         assert _distance(hashes["original.jpg"], hashes[name]) <= 8, name
     assert _distance(hashes["original.jpg"], hashes["other.jpg"]) > 24
+
+
+def test_without_hash_or_digest_only_the_header_and_ends_are_read(planted):
+    """The same facts as from the whole file (truncation and trailing data included), but no digest."""
+    root = planted[0].parent
+    images = sorted(p for p in (root / "images" / "train").iterdir() if p.suffix in (".jpg", ".png"))
+    assert len(images) > 30
+    for path in images:
+        whole, ends = inspect_image(str(path), perceptual=False), inspect_image(str(path), False, need_digest=False)
+        assert whole.digest and not ends.digest
+        ends.digest = whole.digest
+        assert ends == whole, path.name
