@@ -32,7 +32,7 @@ def test_missing_file(tmp_path):
 def test_invalid_yaml(tmp_path):
     path = tmp_path / "data.yaml"
     path.write_text("train: [unclosed\n")
-    with pytest.raises(BracliError, match="not valid YAML"):
+    with pytest.raises(BracliError, match="invalid YAML"):
         resolve_data(path)
 
 
@@ -41,7 +41,7 @@ def test_missing_split_key(tmp_path, missing):
     make_dataset(tmp_path)
     data = {"train": "images/train", "val": "images/val", "names": ["a"]}
     del data[missing]
-    with pytest.raises(BracliError, match=f"no '{missing}' entry"):
+    with pytest.raises(BracliError, match=f"no '{missing}:' entry"):
         resolve_data(write_yaml(tmp_path / "data.yaml", data))
 
 
