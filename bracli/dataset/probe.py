@@ -11,6 +11,9 @@ decoder. Exact duplicates need a hash of all the bytes, but only files that agre
 ``fingerprint`` of their first and last 4 KiB can be identical; the caller asks for the full SHA-1
 (``file_digest``) of those alone, which for most datasets is none.
 
+(About 380 lines, on purpose: the header checks, the ending checks and the hash share one read of each file
+and one record layout, which the cache stores.)
+
 A path that is not a regular file is reported from its ``stat`` without being opened (a FIFO would block
 forever, a device never ends).
 """

@@ -12,6 +12,9 @@ ultralytics itself: a copy of the graph, with every BRA row a pass-through ``nn.
 hands its input channels on unchanged, as the patched parser did), is built and run on the meta device, so no
 name is registered and no weights are allocated. Nothing in a YAML is evaluated here, and ``activation:`` (which
 ultralytics ``eval``s when it builds) must be a plain ``nn.Name(literals)`` call.
+
+(About 360 lines, on purpose: reading a foreign file, refusing what cannot be built faithfully and probing
+its channels change together when the dialect does.)
 """
 
 from __future__ import annotations
