@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from bracli import options
-from bracli.errors import BracliError
+from bracli.errors import BracliError, UsageError
 from bracli.output import Output
 
 NAME = "predict"
@@ -29,6 +30,11 @@ def command(
     show: Annotated[bool, typer.Option("--show", help="Open a window per result (saves instead when no display "
                                        "answers).")] = False,
     save: Annotated[bool, typer.Option("--save/--no-save", help="Save annotated images/videos.")] = True,
+    routing: Annotated[bool, typer.Option("--routing", help="Also draw each BRA layer's routing per image (video: "
+                                          "per frame read), into the predictions' routing/ folder.")] = False,
+    routing_query: Annotated[str | None, typer.Option(
+        "--routing-query", metavar="X,Y", help="Draw the routes of the region under this image pixel (implies "
+        "--routing; default: under the top detection).", show_default=False)] = None,
     conf: options.Conf = None,
     iou: options.Iou = None,
     imgsz: options.Imgsz = 640,
@@ -47,6 +53,7 @@ def command(
     extras = options.parse_extras(extra_pairs, OWN_EXTRAS)
     imgsz = options.imgsz(imgsz, notice=out.warn)
     device = options.device(device)
+    query = _point(routing_query) if routing_query is not None else None
 
     from bracli.engine.setup import setup
 
@@ -55,11 +62,24 @@ def command(
 
     with out.library_output():
         result = predict.predict(source, model, show=show, save=save, conf=conf, iou=iou, imgsz=imgsz,
-                                 device=device, project=project, extras=extras)
+                                 device=device, project=project, extras=extras, routing=routing,
+                                 routing_query=query)
     render(result, out)
     out.emit(result)
     if result.unreadable:
         raise BracliError(f"{len(result.unreadable)} image(s) could not be read and were skipped (named above)")
+
+
+def _point(text: str) -> tuple[float, float]:
+    """``--routing-query X,Y``: a pixel of the image (x right, y down)."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        x, y = (float(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"--routing-query '{text}' is not a point; write X,Y in image pixels, e.g. 320,240") from None
+    if not (math.isfinite(x) and math.isfinite(y)) or x < 0 or y < 0:
+        raise UsageError(f"--routing-query '{text}' lies left of or above the image; pixels count from 0")
+    return x, y
 
 
 def render(result, out: Output) -> None:
@@ -86,3 +106,7 @@ def render(result, out: Output) -> None:
         out.ok(f"annotated results saved to {result.save_dir} ({len(saved) or 'video'} file(s))")
         for path in saved[:10]:
             out.info(f"  {path}")
+    pictures = [picture for p in result.predictions for picture in p.routing]
+    if pictures:
+        out.ok(f"routing pictures saved to {Path(pictures[0]).parent} ({len(pictures)} file(s): one per image "
+               "and BRA layer)")

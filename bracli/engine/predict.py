@@ -17,6 +17,8 @@ from bracli import options
 from bracli.engine.checkpoint import Checkpoint, read_checkpoint
 from bracli.engine.devices import check_device
 from bracli.engine.extras import validate_extras
+from bracli.engine.routing import FOLDER as ROUTING_FOLDER
+from bracli.engine.routing import RoutingRecorder, check_routable
 from bracli.engine.runs import newest_weights, project_dir, tidy_on_failure
 from bracli.engine.sources import display_available, resolve_source, unreadable_images
 from bracli.errors import BracliError
@@ -27,6 +29,7 @@ class ImagePrediction:
     source: str
     counts: dict[str, int]
     saved: str | None
+    routing: list[str] = field(default_factory=list)  # routing pictures, one per BRA layer (--routing)
 
 
 @dataclass
@@ -47,8 +50,12 @@ class PredictResult:
 def predict(source: str | None = None, weights: str | Path | Checkpoint | None = None, *, show: bool = False,
             save: bool = True, conf: float | None = None, iou: float | None = None, imgsz: int = 640,
             device: str | None = None, project: str | Path | None = None, extras: dict[str, Any] | None = None,
+            routing: bool = False, routing_query: tuple[float, float] | None = None,
             notice: Callable[[str], None] | None = None) -> PredictResult:
-    """Detect (or segment) objects; ``show`` falls back to saving annotated images when no window can open."""
+    """Detect (or segment) objects; ``show`` falls back to saving annotated images when no window can open.
+
+    ``routing`` (or a ``routing_query`` point in image pixels) also draws each BRA layer's routing per image
+    (``bracli.engine.routing``), into the ``routing/`` folder of the predictions."""
     extras = validate_extras(extras)
     device = options.device(device)
     check_device(device)
@@ -58,6 +65,9 @@ def predict(source: str | None = None, weights: str | Path | Checkpoint | None =
         checkpoint = weights
     else:
         checkpoint = read_checkpoint(weights if weights is not None else newest_weights(project))
+    routing = routing or routing_query is not None
+    if routing:
+        check_routable(checkpoint.model, extras)
     unreadable = unreadable_images(resolved.images)
     if resolved.images and len(unreadable) == len(resolved.images):
         image, why = next(iter(unreadable.items()))
@@ -83,14 +93,16 @@ def predict(source: str | None = None, weights: str | Path | Checkpoint | None =
             listing.write_text("\n".join(value) + "\n", encoding="utf-8")
             value = str(listing)
         with tidy_on_failure(project_dir(project, checkpoint.task)):
-            predictions, save_dir = _run(checkpoint, value, save=save, args=args)
+            predictions, save_dir = _run(checkpoint, value, save=save, args=args, routing=routing,
+                                         routing_query=routing_query)
     return PredictResult(weights=str(checkpoint.path), save_dir=save_dir, predictions=predictions, shown=show,
                          notes=notes, unreadable=unreadable)
 
 
-def _run(checkpoint: Checkpoint, source: str | int, *, save: bool, args: dict[str, Any]
-         ) -> tuple[list[ImagePrediction], Path | None]:
+def _run(checkpoint: Checkpoint, source: str | int, *, save: bool, args: dict[str, Any], routing: bool = False,
+         routing_query: tuple[float, float] | None = None) -> tuple[list[ImagePrediction], Path | None]:
     yolo = checkpoint.yolo()
+    recorder = RoutingRecorder(yolo, routing_query) if routing else None
     predictions = []
     save_dir = None
     try:
@@ -99,8 +111,13 @@ def _run(checkpoint: Checkpoint, source: str | int, *, save: bool, args: dict[st
             counts = Counter(names[int(c)] for c in result.boxes.cls.tolist()) if result.boxes is not None else {}
             save_dir = Path(yolo.predictor.save_dir) if save else None
             saved = save_dir / Path(result.path).name if save_dir else None
+            pictures = recorder.draw(result, Path(yolo.predictor.save_dir) / ROUTING_FOLDER) if recorder else []
             predictions.append(ImagePrediction(source=str(result.path), counts=dict(counts),
-                                               saved=str(saved) if saved and saved.exists() else None))
+                                               saved=str(saved) if saved and saved.exists() else None,
+                                               routing=[str(p) for p in pictures]))
     except (FileNotFoundError, ConnectionError) as e:
         raise BracliError(f"cannot read source: {str(e).splitlines()[0]}") from e
+    finally:
+        if recorder is not None:
+            recorder.close()
     return predictions, save_dir
