@@ -14,7 +14,7 @@ import sys
 import typer
 
 from bracli import __version__
-from bracli.commands import dataset, demo, export, init, migrate, predict, profile, train, val
+from bracli.commands import ablate, dataset, demo, export, init, migrate, predict, profile, train, val
 from bracli.errors import BracliError
 
 app = typer.Typer(
@@ -44,7 +44,7 @@ def _root(
     """YOLO + BiFormer's Bi-Level Routing Attention, from dataset to deployment."""
 
 
-for module in (init, train, val, predict, export, migrate, profile, demo):
+for module in (init, train, val, predict, export, migrate, profile, ablate, demo):
     app.command(module.NAME, epilog=module.EPILOG)(module.command)
 app.add_typer(dataset.app, name="dataset")
 

@@ -86,6 +86,23 @@ QkDim = Annotated[int | None, typer.Option("--qk-dim", help="BRA q/k channels (d
                                            show_default=False)]
 
 
+# Repeatable versions for commands that compare models (bra ablate): each value given is one variant.
+def _help(single: Any) -> str:
+    return f"{single.__metadata__[0].help} Repeat for variants."
+
+
+FamilyList = Annotated[list[str] | None, typer.Option("--family", help=_help(Family), show_default=False)]
+TaskList = Annotated[list[str] | None, typer.Option("--task", help=_help(Task), show_default=False)]
+ScaleList = Annotated[list[str] | None, typer.Option("--scale", "-s", help=_help(Scale), show_default=False)]
+NWinList = Annotated[list[int] | None, typer.Option("--n-win", help=_help(NWin), show_default=False)]
+TopkList = Annotated[list[int] | None, typer.Option("--topk", help=_help(Topk), show_default=False)]
+HeadsList = Annotated[list[int] | None, typer.Option("--heads", help=_help(Heads), show_default=False)]
+BraAfterVariants = Annotated[list[str] | None, typer.Option(
+    "--bra-after", "-a", help="Where to insert BRA, one variant per flag: p3, p4, p5, sppf, backbone-p3/p4/p5, psa "
+    "(YOLO11/26), or none for the plain model (the baseline); a comma list (p3,p4) is one variant with several BRA "
+    "layers. Default: none and p3.", show_default=False)]
+
+
 def bra_options(**values: int | None) -> dict[str, int]:
     """The BRA options that were given (``None`` = the render default)."""
     return {key: value for key, value in values.items() if value is not None}
@@ -102,6 +119,10 @@ COMMAND_DEFAULTS: dict[tuple[str, str], tuple[Any, str]] = {
     ("demo", "imgsz"): (320, "the demo trains in minutes on a CPU"),
     ("profile", "batch"): (1, "latency is quoted per image, as deployment sees it"),
     ("dataset sample", "imgsz"): (320, "the sample's images are small, so it trains in minutes on a CPU"),
+    ("ablate", "family"): (None, "repeatable: each value is a variant (none given: yolov8)"),
+    ("ablate", "task"): (None, "repeatable: each value is a variant (none given: detect)"),
+    ("ablate", "project"): (None, "the ablation folder goes under ./runs/ablate"),
+    ("ablate", "name"): (None, "the ablation folder is named after the data file, so the same command finds it"),
 }
 
 # ---------------------------------------------------------------------------------------------- values
