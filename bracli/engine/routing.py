@@ -113,8 +113,7 @@ class RoutingRecorder:
         self.next_in_batch += 1
         if self.input_hw is None:
             return []
-        image = np.ascontiguousarray(result.orig_img[..., ::-1]) if result.orig_img.ndim == 3 else np.stack(
-            [result.orig_img] * 3, axis=-1)
+        image = _rgb(result.orig_img)
         height, width = image.shape[:2]
         stem = self._stem(result, position)
         written = []
@@ -183,6 +182,15 @@ def region_grid(n_win: int, feature_hw: tuple[int, int], input_hw: tuple[int, in
     points[:, 1] = steps * rows * cell_y
     mapped = scale_boxes(input_hw, points, image_hw, xywh=True)
     return RegionGrid(n_win, tuple(float(v) for v in mapped[:, 0]), tuple(float(v) for v in mapped[:, 1]))
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """ultralytics' BGR (or one-channel grey) frame as RGB for drawing."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == 1:
+        return np.repeat(image, 3, axis=-1)
+    return np.ascontiguousarray(image[..., 2::-1])
 
 
 def _free(path: Path) -> Path:

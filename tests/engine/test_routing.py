@@ -91,8 +91,27 @@ def test_recorder_captures_the_routes_each_layer_computed(checkpoint, images, tm
     assert [p.name for p in pictures] == ["wide-layer16.png", "wide-layer20.png"]
 
 
+def test_each_result_of_a_batch_gets_its_own_routes(checkpoint, images, tmp_path, monkeypatch):
+    from bracli.engine import routing
+    from bracli.engine.checkpoint import read_checkpoint
+
+    drawn = []
+    monkeypatch.setattr(routing, "draw_routing", lambda picture, path: drawn.append(picture) or path)
+    yolo = read_checkpoint(checkpoint).yolo()
+    recorder = RoutingRecorder(yolo)
+    for result in yolo.predict(source=str(images), imgsz=128, stream=True, verbose=False, save=False, batch=2):
+        recorder.draw(result, tmp_path)
+    batch_routes = recorder.captured[16].routes
+    assert batch_routes.shape[0] == 2 and not np.array_equal(batch_routes[0], batch_routes[1])
+    layer16 = [picture.routes for picture in drawn if "layer 16 " in picture.title]
+    assert len(layer16) == 2
+    assert np.array_equal(layer16[0], batch_routes[0]) and np.array_equal(layer16[1], batch_routes[1])
+
+
 def test_predict_writes_one_picture_per_image_and_layer(checkpoint, images, tmp_path):
-    result = predict.predict(str(images), checkpoint, imgsz=128, project=tmp_path, routing=True)
+    """Both images in one batch: each result takes its own row of the batch's routes."""
+    result = predict.predict(str(images), checkpoint, imgsz=128, project=tmp_path, routing=True,
+                             extras={"batch": 2})
     assert len(result.predictions) == 2
     folder = result.save_dir / "routing"
     assert sorted(p.name for p in folder.iterdir()) == ["square-layer16.png", "square-layer20.png",
