@@ -90,6 +90,8 @@ def command(
     variants = plan.expand(bra_after, families=family, tasks=task, scales=scale, n_win=n_win, topk=topk,
                            heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim)
     data = Path(paths[0]).expanduser().resolve() if paths else None
+    if data is not None and not data.is_file():
+        raise BracliError(f"data file not found: {data}")
     if weights is not None and not weights.is_file():
         raise BracliError(f"weights file not found: {weights} (bracli never downloads weights)")
     settings = plan.Settings(data=str(data) if data else None, epochs=epochs, imgsz=imgsz, batch=batch, seed=seed,

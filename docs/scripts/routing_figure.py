@@ -1,119 +1,89 @@
-"""Render docs/img/bra-routing.png: which regions one query region of BRA attends to.
+"""Render the routing pictures of the docs, both with ``bracli.routing_figure`` (what ``bra predict --routing`` draws).
 
-The feature map is a synthetic image (coloured shapes on a grey ramp) pooled by 8, like a P3 map.
-The module's q and k projections are set to the identity on mean-centred colour features, so the
-region affinity is plain colour similarity and the picture shows routing doing what it is for:
-a query region on a red disc routes to the other regions where red is. With trained weights the
-features are learned, but the mechanism — region means, affinity, top-k — is the same.
+1. ``docs/img/bra-routing.png`` (docs/bra.md): the mechanism on a synthetic image. The module's q and k
+   projections are the identity on mean-centred colour features pooled by 8 (a P3-sized map), so region
+   affinity is plain colour similarity: a query region on a red disc routes to where red is.
+2. ``docs/img/routing-sample.png`` (docs/routing.md): a real ``bra predict --routing`` picture — a YOLOv8n with
+   BRA after P3 trained on the built-in sample data, predicting one of its validation images.
 
-Run: ``.venv/bin/python docs/scripts/routing_figure.py`` (``--out PATH`` to write elsewhere).
+Run: ``.venv/bin/python docs/scripts/routing_figure.py --model runs/detect/train/weights/best.pt`` (a model
+trained on the sample, e.g. by ``bra train --epochs 36 --imgsz 320``); without ``--model`` only picture 1 is made.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import torch
-import torch.nn.functional as F
-from matplotlib.patches import Rectangle
-
-from bracli.nn import BiLevelRoutingAttention
-
+IMG = Path(__file__).resolve().parents[1] / "img"
 SIZE, STRIDE, N_WIN, TOPK = 256, 8, 8, 4
-OUT = Path(__file__).resolve().parents[1] / "img" / "bra-routing.png"
 
 
-def synthetic_image() -> torch.Tensor:
-    """3×SIZE×SIZE in [0, 1]: a grey ramp, two red discs, a blue square, a green bar."""
-    ys, xs = torch.meshgrid(torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32),
-                            indexing="ij")
-    image = (0.35 + 0.3 * xs / SIZE).expand(3, SIZE, SIZE).clone()
-
-    def paint(mask: torch.Tensor, rgb: tuple[float, float, float]) -> None:
-        for channel, value in enumerate(rgb):
-            image[channel][mask] = value
-
-    paint((ys - 60) ** 2 + (xs - 70) ** 2 < 34**2, (0.9, 0.15, 0.1))
-    paint((ys - 185) ** 2 + (xs - 190) ** 2 < 40**2, (0.85, 0.1, 0.15))
-    paint((ys > 150) & (ys < 230) & (xs > 30) & (xs < 110), (0.1, 0.25, 0.9))
-    paint((ys > 40) & (ys < 80) & (xs > 150) & (xs < 240), (0.15, 0.8, 0.2))
+def synthetic_image() -> np.ndarray:
+    """SIZE×SIZE×3 in [0, 1]: a grey ramp, two red discs, a blue square, a green bar."""
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    image = np.repeat((0.35 + 0.3 * xs / SIZE)[..., None], 3, axis=-1)
+    shapes = [((ys - 60) ** 2 + (xs - 70) ** 2 < 34**2, (0.9, 0.15, 0.1)),
+              ((ys - 185) ** 2 + (xs - 190) ** 2 < 40**2, (0.85, 0.1, 0.15)),
+              ((ys > 150) & (ys < 230) & (xs > 30) & (xs < 110), (0.1, 0.25, 0.9)),
+              ((ys > 40) & (ys < 80) & (xs > 150) & (xs < 240), (0.15, 0.8, 0.2))]
+    for mask, rgb in shapes:
+        image[mask] = rgb
     return image
 
 
-def colour_routing_module(channels: int) -> BiLevelRoutingAttention:
-    """BRA whose q and k are the input features themselves (identity projections, no bias)."""
-    module = BiLevelRoutingAttention(channels, n_win=N_WIN, num_heads=1, topk=TOPK)
-    with torch.no_grad():
-        weight = torch.zeros_like(module.qkv.qkv.weight)
-        eye = torch.eye(channels)
-        weight[:channels], weight[channels:2 * channels], weight[2 * channels:] = eye, eye, eye
-        module.qkv.qkv.weight.copy_(weight)
-        module.qkv.qkv.bias.zero_()
-    return module
+def mechanism(out: Path) -> Path:
+    import torch
+    import torch.nn.functional as F
 
+    from bracli.nn import BiLevelRoutingAttention
+    from bracli.routing_figure import RegionGrid, RoutingPicture, draw_routing
 
-def render(out: Path) -> Path:
     image = synthetic_image()
-    pooled = F.avg_pool2d(image[None], STRIDE)  # 1×3×32×32, a P3-sized map
+    pooled = F.avg_pool2d(torch.from_numpy(image).permute(2, 0, 1)[None], STRIDE)  # 1×3×32×32, a P3-sized map
     features = pooled - pooled.mean(dim=(2, 3), keepdim=True)  # centred: affinity = colour similarity
-    module = colour_routing_module(features.shape[1])
-    routes = module.route(features)[0]  # (N_WIN², TOPK)
+    module = BiLevelRoutingAttention(3, n_win=N_WIN, num_heads=1, topk=TOPK)
+    with torch.no_grad():  # q, k and v are the input features themselves
+        module.qkv.qkv.weight.copy_(torch.eye(3).repeat(3, 1))
+        module.qkv.qkv.bias.zero_()
+    routes = module.route(features)[0].numpy()
+    edges = tuple(float(k * SIZE / N_WIN) for k in range(N_WIN + 1))
+    grid = RegionGrid(N_WIN, edges, edges)
+    picture = RoutingPicture(image=(image * 255).astype(np.uint8), grid=grid, routes=routes,
+                             query=grid.region_at(70, 60), query_note="on the first red disc",
+                             title="synthetic 256×256 image, map 32×32 at stride 8 · q = k = centred colour, so "
+                                   "affinity = colour similarity · 8×8 regions, top-4")
+    return draw_routing(picture, out, force=True)
 
-    side = features.shape[-1] // N_WIN  # tokens per region side on the map
-    cell = side * STRIDE  # region size in image pixels
-    query = (60 // cell) * N_WIN + 70 // cell  # the region under the centre of the first red disc
-    chosen = routes[query].tolist()
 
-    q_mean = F.avg_pool2d(features, side)[0].flatten(1).t()  # region means; q = k = features here
-    affinity = (q_mean[query] @ q_mean.t()).view(N_WIN, N_WIN) * module.scale
+def real(model: Path, out: Path, image: str, imgsz: int) -> Path:
+    from bracli.dataset.sample import default_sample
+    from bracli.engine.setup import setup
 
-    fig, all_axes = plt.subplots(1, 3, figsize=(15, 5.4), gridspec_kw={"width_ratios": [1, 1, 1.1]})
-    axes = all_axes[:2]
-    axes[0].imshow(image.permute(1, 2, 0).numpy())
-    axes[0].set_title("input (synthetic), region grid n_win=8")
-    axes[1].imshow(pooled[0].permute(1, 2, 0).numpy(), extent=(0, SIZE, SIZE, 0))
-    axes[1].set_title(f"feature map 32×32: query region and its top-{TOPK}")
-    for ax in axes:
-        for k in range(1, N_WIN):
-            ax.axhline(k * cell, color="white", lw=0.6, alpha=0.7)
-            ax.axvline(k * cell, color="white", lw=0.6, alpha=0.7)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for rank, region in enumerate(chosen, start=1):
-        row, col = divmod(region, N_WIN)
-        axes[1].add_patch(Rectangle((col * cell, row * cell), cell, cell, facecolor="yellow", alpha=0.35,
-                                    edgecolor="yellow", lw=2))
-        axes[1].text(col * cell + 4, row * cell + 14, str(rank), color="black", fontsize=11, weight="bold")
-    row, col = divmod(query, N_WIN)
-    for ax in axes:
-        ax.add_patch(Rectangle((col * cell, row * cell), cell, cell, fill=False, edgecolor="cyan", lw=3))
-    heat = all_axes[2].imshow(affinity.numpy(), cmap="viridis")
-    all_axes[2].set_title("region affinity of the query region (q̄·k̄ᵀ, scaled)")
-    for rank, region in enumerate(chosen, start=1):
-        row, col = divmod(region, N_WIN)
-        all_axes[2].text(col, row, str(rank), ha="center", va="center", color="black", fontsize=11, weight="bold",
-                         bbox={"facecolor": "yellow", "alpha": 0.8, "boxstyle": "round,pad=0.2"})
-    all_axes[2].set_xticks(range(N_WIN))
-    all_axes[2].set_yticks(range(N_WIN))
-    fig.colorbar(heat, ax=all_axes[2], fraction=0.046)
-    fig.text(0.5, 0.02, "cyan: query region · yellow, ranked: the regions its tokens attend to "
-             "(q = k = centred colour, so affinity = colour similarity)", ha="center", fontsize=9)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    setup()  # before any engine module: they import ultralytics
+    from bracli.engine import predict
+
+    source = default_sample().parent / "images" / "val" / image
+    with tempfile.TemporaryDirectory(prefix="bracli-routing-") as tmp:
+        result = predict.predict(str(source), model, imgsz=imgsz, project=tmp, save=False, routing=True)
+        [prediction] = result.predictions
+        print(f"{image}: {prediction.counts}")
+        return Path(shutil.copyfile(prediction.routing[0], out))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=OUT)
-    print(render(parser.parse_args().out))
+    parser.add_argument("--model", type=Path, help="a checkpoint trained on the sample data (BRA after p3)")
+    parser.add_argument("--image", default="val_00002.jpg", help="a validation image of the sample")
+    parser.add_argument("--imgsz", type=int, default=320)
+    args = parser.parse_args()
+    print(mechanism(IMG / "bra-routing.png"))
+    if args.model is not None:
+        print(real(args.model, IMG / "routing-sample.png", args.image, args.imgsz))
 
 
 if __name__ == "__main__":

@@ -35,9 +35,7 @@ def ablation(tmp_path_factory, small_data):
     return root, argv, code
 
 
-pytestmark = pytest.mark.slow
-
-
+@pytest.mark.slow
 def test_table_json_and_plot(ablation, capsys):
     root, _, code = ablation
     assert code == 0
@@ -59,6 +57,7 @@ def test_table_json_and_plot(ablation, capsys):
         assert plot.format == "PNG"
 
 
+@pytest.mark.slow
 def test_each_variant_is_a_run_folder_with_its_record(ablation, small_data):
     root, _, _ = ablation
     folder = root / small_data.stem
@@ -71,6 +70,7 @@ def test_each_variant_is_a_run_folder_with_its_record(ablation, small_data):
         assert record["status"] == "done" and record["settings"]["seed"] == 0
 
 
+@pytest.mark.slow
 def test_rerun_trains_nothing_and_report_rebuilds_the_table(ablation, bra, small_data):
     root, argv, _ = ablation
     folder = root / small_data.stem
@@ -91,6 +91,7 @@ def test_rerun_trains_nothing_and_report_rebuilds_the_table(ablation, bra, small
     assert "yolov8n-bra-p3" in report.err and "mAP50-95" in report.err  # the table, on stderr with --json -
 
 
+@pytest.mark.slow
 def test_rerun_with_other_settings_is_refused(ablation, bra):
     _, argv, _ = ablation
     changed = [arg if arg != "1" else "2" for arg in argv[:-4]]  # --epochs 2
@@ -114,8 +115,13 @@ def test_bad_input_exits_2_before_anything_runs(bra, tmp_path, args, message):
     assert not (tmp_path / "runs").exists()
 
 
-def test_missing_weights_fail_before_training(bra, tmp_path):
-    r = bra("ablate", "--weights", tmp_path / "nope.pt", "--project", tmp_path / "runs")
+@pytest.mark.parametrize(("args", "message"), [
+    (["--weights", "nope.pt"], "weights file not found"),
+    (["nope.yaml"], "data file not found"),
+])
+def test_missing_files_fail_before_training(bra, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    r = bra("ablate", *args)
     assert r.code == 1
-    assert "weights file not found" in r.err
+    assert message in r.err
     assert not (tmp_path / "runs").exists()
