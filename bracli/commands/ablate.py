@@ -181,7 +181,7 @@ def _render(result: AblationReport, out: Output) -> None:
     data = settings.get("data") or "the built-in sample"
     table = Table(title=f"{result.folder} — {settings.get('epochs')} epochs at imgsz {settings.get('imgsz')}, batch "
                   f"{settings.get('batch')}, seed {settings.get('seed')}, data {data}", title_justify="left",
-                  box=box.SIMPLE_HEAD)
+                  box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("variant", min_width=max((len(row.slug) for row in result.rows), default=7))
     for column in ("mAP50", "mAP50-95", "params", "GFLOPs", "latency ms", "train"):  # a delta wraps below its value
         table.add_column(column, justify="right", min_width=8)
