@@ -81,8 +81,9 @@ def command(
 
     paths, extra_pairs = options.split_positionals(args, 1, "data file")
     extras = options.parse_extras(extra_pairs, OWN_EXTRAS)
-    for key in set(extras) & set(DECIDED_HERE):
-        raise UsageError(f"{key}= is not an extra here: {DECIDED_HERE[key]}")
+    decided = sorted(set(extras) & set(DECIDED_HERE))
+    if decided:
+        raise UsageError(f"{decided[0]}= is not an extra here: {DECIDED_HERE[decided[0]]}")
     imgsz = options.imgsz(imgsz, notice=out.warn)
     device = options.device(device)
     from bracli.ablation import plan
@@ -92,10 +93,11 @@ def command(
     data = Path(paths[0]).expanduser().resolve() if paths else None
     if data is not None and not data.is_file():
         raise BracliError(f"data file not found: {data}")
+    weights = weights.expanduser().resolve() if weights is not None else None
     if weights is not None and not weights.is_file():
         raise BracliError(f"weights file not found: {weights} (bracli never downloads weights)")
     settings = plan.Settings(data=str(data) if data else None, epochs=epochs, imgsz=imgsz, batch=batch, seed=seed,
-                             weights=str(weights.expanduser().resolve()) if weights else None, extras=extras)
+                             weights=str(weights) if weights else None, extras=extras)
     folder = (Path(project).expanduser() if project else Path.cwd() / "runs" / "ablate") / (
         name or (data.stem if data else "sample"))
     plan.check_folder(folder.resolve(), settings, variants)
