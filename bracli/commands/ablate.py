@@ -19,7 +19,6 @@ EPILOG = ("Example: bra ablate data.yaml --bra-after none --bra-after p3 --bra-a
           "--device 0,1,2,3   ·  The table again: bra ablate --report runs/ablate/data")
 OWN_EXTRAS = {"epochs": "--epochs", "imgsz": "--imgsz", "batch": "--batch", "device": "--device",
               "workers": "--workers", "seed": "--seed"}
-DECIDED_HERE = {"exist_ok": "each variant has its own folder under the ablation folder"}
 VARIANT_FLAGS = ("--bra-after", "--family", "--task", "--scale", "--n-win", "--topk", "--heads", "--side-dwconv",
                  "--qk-dim", "--weights")
 
@@ -81,9 +80,6 @@ def command(
 
     paths, extra_pairs = options.split_positionals(args, 1, "data file")
     extras = options.parse_extras(extra_pairs, OWN_EXTRAS)
-    decided = sorted(set(extras) & set(DECIDED_HERE))
-    if decided:
-        raise UsageError(f"{decided[0]}= is not an extra here: {DECIDED_HERE[decided[0]]}")
     imgsz = options.imgsz(imgsz, notice=out.warn)
     device = options.device(device)
     from bracli.ablation import plan

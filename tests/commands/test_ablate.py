@@ -104,7 +104,7 @@ def test_rerun_with_other_settings_is_refused(ablation, bra):
     (["--bra-after", "p3", "--bra-after", "p3"], "given twice"),
     (["--bra-after", "none", "--bra-after", "p9"], "unknown placement 'p9'"),
     (["--topk", "2", "--topk", "2"], "--topk 2 is given twice"),
-    (["exist_ok=True"], "exist_ok= is not an extra here"),
+    (["exist_ok=True"], "exist_ok= is not an extra"),
     (["--report", "somewhere", "--bra-after", "p3"], "--report reads a finished folder"),
     (["--report", "nowhere"], "does not exist"),
 ])
