@@ -45,7 +45,7 @@ def command(
     batch: options.Batch = 16,
     device: options.Device = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Dataloader workers (forced to 0 on CPU).")] = 8,
-    seed: Annotated[int, typer.Option("--seed", help="The same seed for every variant.")] = 0,
+    seed: options.Seed = 0,
     project: options.Project = None,
     name: options.Name = None,
     report: Annotated[Path | None, typer.Option("--report", metavar="FOLDER", help="Print the table of an "
