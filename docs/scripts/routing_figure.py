@@ -3,8 +3,9 @@
 1. ``docs/img/bra-routing.png`` (docs/bra.md): the mechanism on a synthetic image. The module's q and k
    projections are the identity on mean-centred colour features pooled by 8 (a P3-sized map), so region
    affinity is plain colour similarity: a query region on a red disc routes to where red is.
-2. ``docs/img/routing-sample.png`` (docs/routing.md): a real ``bra predict --routing`` picture — a YOLOv8n with
-   BRA after P3 trained on the built-in sample data, predicting one of its validation images.
+2. ``docs/img/routing-sample.jpg`` (docs/routing.md): a real ``bra predict --routing`` picture (its PNG saved as
+   JPEG, to keep the repository small) — a YOLOv8n with BRA after P3 trained on the built-in sample data,
+   predicting one of its validation images.
 
 Run: ``.venv/bin/python docs/scripts/routing_figure.py --model runs/detect/train/weights/best.pt`` (a model
 trained on the sample at ``--imgsz 320``; the docs' was trained 12 epochs, then 24 more from its ``best.pt``);
@@ -14,11 +15,11 @@ without ``--model`` only picture 1 is made.
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 IMG = Path(__file__).resolve().parents[1] / "img"
 SIZE, STRIDE, N_WIN, TOPK = 256, 8, 8, 4
@@ -73,7 +74,9 @@ def real(model: Path, out: Path, image: str, imgsz: int) -> Path:
         result = predict.predict(str(source), model, imgsz=imgsz, project=tmp, save=False, routing=True)
         [prediction] = result.predictions
         print(f"{image}: {prediction.counts}")
-        return Path(shutil.copyfile(prediction.routing[0], out))
+        with Image.open(prediction.routing[0]) as picture:  # the sample's noisy images make a ~0.9 MB PNG
+            picture.convert("RGB").save(out, quality=90)
+        return out
 
 
 def main() -> None:
@@ -84,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     print(mechanism(IMG / "bra-routing.png"))
     if args.model is not None:
-        print(real(args.model, IMG / "routing-sample.png", args.image, args.imgsz))
+        print(real(args.model, IMG / "routing-sample.jpg", args.image, args.imgsz))
 
 
 if __name__ == "__main__":
