@@ -9,7 +9,7 @@ import pytest
 
 from bracli import __version__
 
-COMMANDS = ["init", "train", "val", "predict", "export", "profile", "dataset"]
+COMMANDS = ["init", "train", "val", "predict", "export", "migrate", "profile", "ablate", "demo", "dataset"]
 
 
 def run_bra(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
