@@ -1,7 +1,7 @@
 """Bi-Level Routing Attention (BiFormer, arXiv 2303.08810), NCHW in and out for YOLO models.
 
-Two levels: (1) region level — the map is split into n_win x n_win regions, region-mean queries and
-keys give a region affinity, and each query region keeps its top-k regions (routing is not
+Two levels: (1) region level — the map is split into a grid of regions, region-mean queries and keys
+give a region affinity, and each query region keeps its top-k regions (routing is not
 differentiated); (2) token level — every token of a query region attends to all tokens of its
 top-k regions. A depthwise conv on v (LCE, "lepe") is added before the output projection.
 Parameter names and numerics follow the released legacy implementation in its YOLO configuration.
@@ -13,9 +13,10 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
-from bracli.nn.options import check_bra_options
+from bracli.nn.options import check_bra_options, check_region_size
 from bracli.nn.routed import attend
 
 AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")  # a plain tuple: torch.compile traces it on every torch version
@@ -42,23 +43,34 @@ class BiLevelRoutingAttention(nn.Module):
 
     Args:
         dim: channels of the input (and output).
-        n_win: regions per side; the map is zero-padded right/bottom to a multiple of it.
+        n_win: regions per side; the map is zero-padded right/bottom to a multiple of it. With
+            ``region_size``, the least number of regions per side.
         num_heads: attention heads; must divide ``dim`` and ``qk_dim``.
         topk: regions each query region attends to, 1 ≤ topk ≤ n_win².
         qk_dim: channels of q and k (default ``dim``). Attention scale is ``qk_dim ** -0.5``,
             as in the released code (not per head).
         side_dwconv: odd kernel of the depthwise LCE conv on v (0 disables it).
-        auto_pad: pad maps whose sides are not multiples of ``n_win``; when False they are an error.
+        auto_pad: pad maps that do not split evenly into the region grid; when False they are an error.
+        region_size: None (default) keeps the grid at ``n_win × n_win`` whatever the map size, as the
+            paper does. An int caps regions at that many tokens per side: each forward uses
+            ``max(n_win, ⌈H / region_size⌉)`` regions down and ``max(n_win, ⌈W / region_size⌉)`` across,
+            so on large inputs the grid grows and the attention cost grows linearly with the tokens
+            instead of with their square. Same weights either way; maps up to ``n_win · region_size``
+            per side are computed exactly as without it.
     """
 
+    region_size: int | None = None  # class default: modules pickled before the option existed load without it
+
     def __init__(self, dim: int, n_win: int = 7, num_heads: int = 8, topk: int = 4, qk_dim: int | None = None,
-                 side_dwconv: int = 3, auto_pad: bool = True) -> None:
+                 side_dwconv: int = 3, auto_pad: bool = True, region_size: int | None = None) -> None:
         super().__init__()
         qk_dim = dim if qk_dim is None else qk_dim
         check_bra_options(dim=dim, n_win=n_win, num_heads=num_heads, topk=topk, qk_dim=qk_dim,
                           side_dwconv=side_dwconv)
+        check_region_size(region_size)
         self.dim, self.n_win, self.num_heads, self.topk = dim, n_win, num_heads, topk
         self.qk_dim, self.side_dwconv, self.auto_pad = qk_dim, side_dwconv, auto_pad
+        self.region_size = region_size
         self.scale = qk_dim ** -0.5
         self.qkv = QKVLinear(dim, qk_dim)
         self.lepe = (nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim)
@@ -66,62 +78,74 @@ class BiLevelRoutingAttention(nn.Module):
         self.wo = nn.Linear(dim, dim)
 
     def extra_repr(self) -> str:
+        grid = f", region_size={self.region_size}" if self.region_size is not None else ""
         return (f"dim={self.dim}, n_win={self.n_win}, num_heads={self.num_heads}, topk={self.topk}, "
-                f"qk_dim={self.qk_dim}, side_dwconv={self.side_dwconv}, auto_pad={self.auto_pad}")
+                f"qk_dim={self.qk_dim}, side_dwconv={self.side_dwconv}, auto_pad={self.auto_pad}{grid}")
+
+    def region_grid(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """``(rows, cols, region_h, region_w)``: the region grid and region size for a height×width map.
+
+        The map is padded right/bottom to ``rows·region_h × cols·region_w``. Under tracing the sizes
+        are tensors and stay symbolic, so exported graphs accept any H×W.
+        """
+        rows = cols = self.n_win
+        if self.region_size is not None:
+            rows = _at_least(_ceil_div(height, self.region_size), self.n_win)
+            cols = _at_least(_ceil_div(width, self.region_size), self.n_win)
+        return rows, cols, _ceil_div(height, rows), _ceil_div(width, cols)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        s, dim = self.n_win, self.dim
-        q, k, v, (hp, wp) = self._project(x)
-        out = attend(q, k, v, self._route(q, k, n).flatten(0, 1), self.num_heads, self.scale)  # (n·s², C, rh·rw)
-        rh, rw = hp // s, wp // s
-        out = out.view(n, s, s, dim, rh, rw).permute(0, 3, 1, 4, 2, 5)  # -> n c j a i b, a view
+        dim = self.dim
+        q, k, v, (rows, cols, rh, _) = self._project(x)
+        out = attend(q, k, v, self._route(q, k, n).flatten(0, 1), self.num_heads, self.scale)  # (n·R, C, tokens)
+        out = rearrange(out, "(n j i) c (a b) -> n c j a i b", j=rows, i=cols, a=rh)  # a view
         if self.lepe is not None:
-            lepe = self.lepe(v.view(dim, n, s, s, rh, rw).permute(1, 0, 2, 4, 3, 5).reshape(n, dim, hp, wp))
-            mixed = (lepe.view(n, dim, s, rh, s, rw) + out).view(n, dim, hp, wp)  # back to NCHW in the same pass
-        else:
-            mixed = out.reshape(n, dim, hp, wp)
+            # stored channels-last: the depthwise conv runs many times faster on it (CPU)
+            v_map = rearrange(v, "c (n j i) (a b) -> n (j a) (i b) c", n=n, j=rows, i=cols, a=rh)
+            lepe = self.lepe(rearrange(v_map, "n h w c -> n c h w")).contiguous()
+            out = rearrange(lepe, "n c (j a) (i b) -> n c j a i b", j=rows, i=cols) + out  # NCHW in one pass
+        mixed = rearrange(out, "n c j a i b -> n c (j a) (i b)")
         return F.conv2d(mixed[:, :, :h, :w], self.wo.weight.view(dim, dim, 1, 1), self.wo.bias)
 
     @torch.no_grad()
     def route(self, x: torch.Tensor) -> torch.Tensor:
-        """Routed regions of every query region: ``(n, n_win², topk)`` region indices, row-major.
+        """Routed regions of every query region: ``(n, rows·cols, topk)`` region indices, row-major.
 
-        Region ``r`` covers rows ``(r // n_win) * rh ...`` and columns ``(r % n_win) * rw ...`` of the
-        padded map (``rh, rw`` = padded height/width over ``n_win``). For inspection and figures.
+        ``rows, cols, rh, rw = self.region_grid(H, W)``; region ``r`` covers rows ``(r // cols) * rh ...``
+        and columns ``(r % cols) * rw ...`` of the padded map. Without ``region_size``, rows = cols =
+        ``n_win``. For inspection and figures.
         """
-        q, k, _, _ = self._project(x)
-        first = torch.arange(x.shape[0], device=x.device).view(-1, 1, 1) * self.n_win ** 2
+        q, k, _, (rows, cols, _, _) = self._project(x)
+        first = torch.arange(x.shape[0], device=x.device).view(-1, 1, 1) * (rows * cols)
         return self._route(q, k, x.shape[0]) - first
 
-    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
-        """Pad to the region grid, then q, k, v laid out ``(channels, regions, tokens)``.
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple]:
+        """Pad to the region grid, then q, k, v laid out ``(channels, regions, tokens)``, and the grid.
 
         Zero padding comes before the projection (as in the released code), so padded tokens carry
         the projection bias and count in region means and attention. Under tracing the padding is
         always applied and its size stays symbolic, so exported graphs accept any H×W.
         """
         n, c, h, w = x.shape
-        s = self.n_win
-        pad_b, pad_r = (s - h % s) % s, (s - w % s) % s
+        rows, cols, rh, rw = self.region_grid(h, w)
+        pad_b, pad_r = rows * rh - h, cols * rw - w
         tracing = torch.jit.is_tracing()
         if not tracing:
             if c != self.dim:
                 raise ValueError(f"expected {self.dim} input channels, got {c} (input shape {tuple(x.shape)})")
             if (pad_b or pad_r) and not self.auto_pad:
-                raise ValueError(f"input {h}x{w} is not divisible by n_win={s} and auto_pad is False")
+                grid = f"n_win={self.n_win}" if self.region_size is None else f"its {rows}×{cols} region grid"
+                raise ValueError(f"input {h}x{w} is not divisible by {grid} and auto_pad is False")
         if tracing or pad_b or pad_r:
             x = F.pad(x, (0, pad_r, 0, pad_b))
-        hp, wp = h + pad_b, w + pad_r
-        rh, rw = hp // s, wp // s
-        # n c (j a) (i b) -> c (n j i a b): channel-major, tokens ordered region by region
-        tokens = x.reshape(n, self.dim, s, rh, s, rw).permute(1, 0, 2, 4, 3, 5).reshape(self.dim, -1)
+        tokens = rearrange(x, "n c (j a) (i b) -> c (n j i a b)", j=rows, i=cols)  # channel-major, region by region
         qkv = torch.addmm(self.qkv.qkv.bias.unsqueeze(1), self.qkv.qkv.weight, tokens)
-        q, k, v = qkv.view(-1, n * s * s, rh * rw).split([self.qk_dim, self.qk_dim, self.dim])
-        return q, k, v, (hp, wp)
+        q, k, v = qkv.view(-1, n * rows * cols, rh * rw).split([self.qk_dim, self.qk_dim, self.dim])
+        return q, k, v, (rows, cols, rh, rw)
 
     def _route(self, q: torch.Tensor, k: torch.Tensor, batch: int) -> torch.Tensor:
-        """Top-k regions of each query region by region-mean affinity: ``(n, n_win², topk)`` indices
+        """Top-k regions of each query region by region-mean affinity: ``(n, regions, topk)`` indices
         into the region axis of q/k (offset per image). Not differentiated, as in the paper.
 
         Computed in fp32 even under autocast: a low-precision affinity rounds near-equal regions to
@@ -136,3 +160,15 @@ class BiLevelRoutingAttention(nn.Module):
             routes = affinity.topk(self.topk, dim=-1).indices
             return routes + torch.arange(batch, device=q.device).view(-1, 1, 1) * affinity.shape[1]
 
+
+def _ceil_div(size, parts):
+    """⌈size / parts⌉ for ints and for the size tensors tracing produces (it stays in the graph).
+
+    Positive operands only: ONNX integer division truncates, so ``-(-size // parts)`` exports wrong.
+    """
+    return (size + parts - 1) // parts
+
+
+def _at_least(size, floor: int):
+    """max(size, floor) for ints and for traced size tensors (Python's max would freeze the traced value)."""
+    return size.clamp(min=floor) if isinstance(size, torch.Tensor) else max(size, floor)

@@ -43,3 +43,10 @@ def check_bra_options(*, n_win: int, num_heads: int, topk: int, side_dwconv: int
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_region_size(region_size: int | None) -> None:
+    """Raise ``BraOptionError`` unless ``region_size`` (tokens per region side, or None) is valid."""
+    if region_size is not None and (not _is_int(region_size) or region_size < 1):
+        raise BraOptionError(f"region_size={region_size!r} is invalid; it must be a positive integer "
+                             "(tokens per region side), or None for a fixed n_win × n_win grid")
