@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from bracli.nn import routed
 from bracli.nn.options import check_bra_options, check_region_size
-from bracli.nn.routed import attend
 
 AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")  # a plain tuple: torch.compile traces it on every torch version
 
@@ -96,17 +96,28 @@ class BiLevelRoutingAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        dim = self.dim
-        q, k, v, (rows, cols, rh, _) = self._project(x)
-        out = attend(q, k, v, self._route(q, k, n).flatten(0, 1), self.num_heads, self.scale)  # (n·R, C, tokens)
-        out = rearrange(out, "(n j i) c (a b) -> n c j a i b", j=rows, i=cols, a=rh)  # a view
-        if self.lepe is not None:
-            # stored channels-last: the depthwise conv runs many times faster on it (CPU)
-            v_map = rearrange(v, "c (n j i) (a b) -> n (j a) (i b) c", n=n, j=rows, i=cols, a=rh)
-            lepe = self.lepe(rearrange(v_map, "n h w c -> n c h w")).contiguous()
-            out = rearrange(lepe, "n c (j a) (i b) -> n c j a i b", j=rows, i=cols) + out  # NCHW in one pass
-        mixed = rearrange(out, "n c j a i b -> n c (j a) (i b)")
-        return F.conv2d(mixed[:, :, :h, :w], self.wo.weight.view(dim, dim, 1, 1), self.wo.bias)
+        dim, qk_dim = self.dim, self.qk_dim
+        chunked = routed.use_chunked(x, qk_dim // self.num_heads)
+        qkv, (rows, cols, rh, _) = self._project(x, token_major=not chunked)
+        grid = {"n": n, "j": rows, "i": cols, "a": rh}
+        if chunked:  # channel-major (C, n·R, tokens)
+            q, k, v = qkv.split([qk_dim, qk_dim, dim])
+            out = routed.attend_chunked(q, k, v, self._route(q, k, n, token_axis=-1).flatten(0, 1), self.num_heads,
+                                        self.scale)
+            out = rearrange(out, "(n j i) c (a b) -> n j a i b c", **grid)  # a view
+            v_map = rearrange(v, "c (n j i) (a b) -> n (j a) (i b) c", **grid) if self.lepe is not None else None
+        else:  # token-major (n·R, tokens, C)
+            q, kv = qkv.split([qk_dim, qk_dim + dim], dim=-1)
+            routes = self._route(q, kv[..., :qk_dim], n, token_axis=1).flatten(0, 1)
+            out = routed.attend_fused(q, kv, routes, self.num_heads, self.scale)
+            out = rearrange(out, "(n j i) (a b) c -> n j a i b c", **grid)  # a view
+            v = kv[..., qk_dim:]
+            v_map = rearrange(v, "(n j i) (a b) c -> n (j a) (i b) c", **grid) if self.lepe is not None else None
+        if v_map is not None:  # channels-last storage: the depthwise conv runs many times faster on it on CPU
+            lepe = self.lepe(rearrange(v_map, "n h w c -> n c h w"))
+            out = rearrange(lepe, "n c (j a) (i b) -> n j a i b c", j=rows, i=cols) + out
+        mixed = rearrange(out, "n j a i b c -> n (j a) (i b) c")[:, :h, :w].contiguous()  # a no-op when unpadded
+        return F.linear(mixed, self.wo.weight, self.wo.bias).permute(0, 3, 1, 2).contiguous()
 
     @torch.no_grad()
     def route(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,18 +127,21 @@ class BiLevelRoutingAttention(nn.Module):
         and columns ``(r % cols) * rw ...`` of the padded map. Without ``region_size``, rows = cols =
         ``n_win``. For inspection and figures.
         """
-        q, k, _, (rows, cols, _, _) = self._project(x)
+        qkv, (rows, cols, _, _) = self._project(x, token_major=True)
+        q, k, _ = qkv.split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
         first = torch.arange(x.shape[0], device=x.device).view(-1, 1, 1) * (rows * cols)
-        return self._route(q, k, x.shape[0]) - first
+        return self._route(q, k, x.shape[0], token_axis=1) - first
 
-    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple]:
-        """Pad to the region grid, then q, k, v laid out ``(channels, regions, tokens)``, and the grid.
+    def _project(self, x: torch.Tensor, token_major: bool) -> tuple[torch.Tensor, tuple]:
+        """Pad to the region grid, project to q, k, v in one product, and return them with the grid.
 
-        Zero padding comes before the projection (as in the released code), so padded tokens carry
-        the projection bias and count in region means and attention. Under tracing the padding is
-        always applied and its size stays symbolic, so exported graphs accept any H×W.
+        Token-major gives ``(n·regions, tokens, 2·qk_dim + dim)``, channel-major ``(2·qk_dim + dim,
+        n·regions, tokens)``; tokens run region by region either way. Zero padding comes before the
+        projection (as in the released code), so padded tokens carry the projection bias and count in
+        region means and attention. Under tracing the padding is always applied and its size stays
+        symbolic, so exported graphs accept any H×W.
         """
-        n, c, h, w = x.shape
+        _, c, h, w = x.shape
         rows, cols, rh, rw = self.region_grid(h, w)
         pad_b, pad_r = rows * rh - h, cols * rw - w
         tracing = torch.jit.is_tracing()
@@ -139,23 +153,30 @@ class BiLevelRoutingAttention(nn.Module):
                 raise ValueError(f"input {h}x{w} is not divisible by {grid} and auto_pad is False")
         if tracing or pad_b or pad_r:
             x = F.pad(x, (0, pad_r, 0, pad_b))
-        tokens = rearrange(x, "n c (j a) (i b) -> c (n j i a b)", j=rows, i=cols)  # channel-major, region by region
-        qkv = torch.addmm(self.qkv.qkv.bias.unsqueeze(1), self.qkv.qkv.weight, tokens)
-        q, k, v = qkv.view(-1, n * rows * cols, rh * rw).split([self.qk_dim, self.qk_dim, self.dim])
-        return q, k, v, (rows, cols, rh, rw)
+        weight, bias = self.qkv.qkv.weight, self.qkv.qkv.bias
+        if token_major:
+            tokens = rearrange(x, "n c (j a) (i b) -> (n j i) (a b) c", j=rows, i=cols)
+            return F.linear(tokens, weight, bias), (rows, cols, rh, rw)
+        tokens = rearrange(x, "n c (j a) (i b) -> c (n j i a b)", j=rows, i=cols)
+        qkv = torch.addmm(bias.unsqueeze(1), weight, tokens)
+        return rearrange(qkv, "c (r t) -> c r t", t=rh * rw), (rows, cols, rh, rw)
 
-    def _route(self, q: torch.Tensor, k: torch.Tensor, batch: int) -> torch.Tensor:
+    def _route(self, q: torch.Tensor, k: torch.Tensor, batch: int, token_axis: int) -> torch.Tensor:
         """Top-k regions of each query region by region-mean affinity: ``(n, regions, topk)`` indices
         into the region axis of q/k (offset per image). Not differentiated, as in the paper.
 
-        Computed in fp32 even under autocast: a low-precision affinity rounds near-equal regions to
-        exact ties, and the ranking then depends on how the kernel breaks them.
+        q and k are token-major ``(n·regions, tokens, qk_dim)`` (``token_axis=1``) or channel-major
+        ``(qk_dim, n·regions, tokens)`` (``token_axis=-1``). Computed in fp32 even under autocast: a
+        low-precision affinity rounds near-equal regions to exact ties, and the ranking then depends on
+        how the kernel breaks them.
         """
         device = q.device.type  # meta (FLOP counting) has no autocast to switch off
         full_precision = torch.autocast(device, enabled=False) if device in AUTOCAST_DEVICES else nullcontext()
         with torch.no_grad(), full_precision:
-            q_mean = q.float().mean(-1).t().reshape(batch, -1, self.qk_dim)
-            k_mean = k.float().mean(-1).t().reshape(batch, -1, self.qk_dim)
+            q_mean, k_mean = q.float().mean(token_axis), k.float().mean(token_axis)
+            if token_axis != 1:
+                q_mean, k_mean = q_mean.t(), k_mean.t()
+            q_mean, k_mean = q_mean.reshape(batch, -1, self.qk_dim), k_mean.reshape(batch, -1, self.qk_dim)
             affinity = (q_mean * self.scale) @ k_mean.transpose(-1, -2)
             routes = affinity.topk(self.topk, dim=-1).indices
             return routes + torch.arange(batch, device=q.device).view(-1, 1, 1) * affinity.shape[1]

@@ -1,23 +1,23 @@
 """Token-level attention of each query region over the union of its routed key/value regions.
 
-Layout: q, k, v are channel-major over region-ordered tokens, ``(channels, regions, tokens)`` — what
-one matrix product ``W @ X`` of the projection produces when X holds the tokens region by region.
-Every (channel, region) pair is then a contiguous run of ``tokens`` values, so gathering the routed
-regions of a query region is a row gather that lands directly in the ``(head_dim, topk * tokens)``
-blocks the attention products consume; nothing is concatenated or transposed afterwards. The
-result is region-major, ``(regions, channels, tokens)``, so every chunk writes its output in place.
+Two interchangeable paths compute the same function, each on the layout that makes it cheap; the
+caller asks ``use_chunked`` first and projects q, k, v into that path's layout.
 
-Two interchangeable paths compute the same function:
-
-- chunked (eager CPU, fp32/fp64): query regions are processed a few at a time, so one chunk's
-  attention matrix stays in cache and the full matrix never exists. Each chunk is three batched
-  products and a softmax; torch spreads each of them over its intra-op threads like any other
-  operator, and nothing here touches thread settings. Backward recomputes a chunk's probabilities
-  (one product and one softmax) instead of storing them: they would be by far the largest tensor.
-  Gradients of routed keys/values are summed back with ``index_add_``, which is deterministic on CPU.
-- fused (everything else: CUDA, autocast, tracing/ONNX export, ``torch.compile``): routed regions
-  gathered with ``index_select``, then one ``F.scaled_dot_product_attention`` call, which runs the
-  fused GPU kernels and exports to ONNX.
+- fused (the default): q, k, v token-major, ``(regions, tokens, channels)``, as views of one
+  projection. Each query region's routed regions are gathered with one ``index_select`` and the heads
+  are strided views, so one ``F.scaled_dot_product_attention`` call runs straight on them: torch's fused
+  flash kernels on CPU and GPU, ONNX export, ``torch.compile`` and autocast. On CPU it is one parallel
+  section over all regions and heads, which keeps its speed when other processes share the cores.
+- chunked (eager CPU, fp32/fp64, one torch thread, heads narrower than ``CHUNKED_BELOW_HEAD_DIM``
+  channels, where the fused CPU kernel is slow): q, k, v channel-major, ``(channels, regions,
+  tokens)``. Every (channel, region) pair is a contiguous run of tokens, so gathering routed regions is
+  a row gather that lands in the ``(head_dim, topk * tokens)`` blocks the products consume. Query
+  regions are processed a few at a time, so one chunk's attention matrix stays in cache and the full
+  matrix never exists. Backward recomputes a chunk's probabilities instead of storing them, and sums
+  gradients of routed keys/values with ``index_add_`` (deterministic on CPU). With several threads
+  each chunk's operators would be split between them, one hand-off per small product; measured on a
+  shared 2-core machine that was 2-3x slower than the fused kernel, so several threads take the fused
+  path whatever the head width. Nothing here changes thread settings.
 """
 
 from __future__ import annotations
@@ -27,55 +27,59 @@ import torch.nn.functional as F
 from einops import rearrange
 
 CHUNK_BYTES = 2**20
-"""Target size of one chunk's attention matrix. 1-4 MiB measured alike on a 2-core AVX2 CPU (one and two
-threads); below 1 MiB the per-operator cost shows, above 4 MiB the chunk falls out of cache."""
+"""Target size of one chunk's attention matrix; 1 MiB measured fastest on a 2-core AVX-512 CPU (2 MiB
+chunks were ~15% slower: the gathered keys and values of a chunk then outgrow the L2 cache)."""
+
+CHUNKED_BELOW_HEAD_DIM = 16
+"""Heads narrower than this take the chunked path on one CPU thread. With 8-channel heads the fused CPU
+kernel took ~1.6x the chunked path's time forward; with 32-channel heads it was as fast or faster."""
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, routes: torch.Tensor, num_heads: int,
-           scale: float) -> torch.Tensor:
-    """Multi-head attention of every query region over the tokens of its routed regions.
+def use_chunked(x: torch.Tensor, head_dim: int) -> bool:
+    """Whether attention on input like ``x`` with heads of ``head_dim`` channels takes the chunked path."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False
+    if head_dim >= CHUNKED_BELOW_HEAD_DIM or torch.get_num_threads() > 1 or torch.is_autocast_enabled("cpu"):
+        return False
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
+def attend_fused(q: torch.Tensor, kv: torch.Tensor, routes: torch.Tensor, num_heads: int,
+                 scale: float) -> torch.Tensor:
+    """Multi-head attention of every query region over the tokens of its routed regions, token-major.
 
     Args:
-        q, k: ``(qk_dim, regions, tokens)``; v: ``(dim, regions, tokens)``; all contiguous.
-        routes: ``(regions, topk)`` int64, the regions (index into dim 1) each query region attends to.
+        q: ``(regions, tokens, qk_dim)``; kv: ``(regions, tokens, qk_dim + dim)``, keys then values; any
+            strides with a unit channel stride (views of one projection).
+        routes: ``(regions, topk)`` int64, the regions (index into dim 0) each query region attends to.
         num_heads: channels of q, k and v are split into this many consecutive groups.
         scale: factor on the dot products.
 
     Returns:
-        ``(regions, dim, tokens)``: region-major, so each chunk of query regions writes its result in
-        place; the caller reads it back into NCHW in the same pass that adds LCE.
+        ``(regions, tokens, dim)``.
+    """
+    qk_dim, topk = q.shape[-1], routes.shape[-1]
+    k_sel, v_sel = kv.index_select(0, routes.reshape(-1)).split([qk_dim, kv.shape[-1] - qk_dim], dim=-1)
+
+    def heads(t: torch.Tensor, selected: int) -> torch.Tensor:
+        """A view (regions, heads, selected·tokens, head_dim): unit stride last, as the fused kernels need."""
+        return rearrange(t, "(r s) t (h d) -> r h (s t) d", s=selected, h=num_heads)
+
+    out = F.scaled_dot_product_attention(heads(q, 1), heads(k_sel, topk), heads(v_sel, topk), scale=scale)
+    return rearrange(out, "r h t d -> r t (h d)")
+
+
+def attend_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, routes: torch.Tensor, num_heads: int,
+                   scale: float) -> torch.Tensor:
+    """The same attention on channel-major q, k ``(qk_dim, regions, tokens)`` and v ``(dim, regions, tokens)``.
+
+    Returns ``(regions, dim, tokens)``: region-major, so each chunk of query regions writes its result in
+    place. Autograd goes through ``_ChunkedAttention`` when any input needs a gradient.
     """
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # no-ops for the projection's split
-    if not _chunked_ok(q, k, v):
-        return attend_fused(q, k, v, routes, num_heads, scale)
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return _ChunkedAttention.apply(q, k, v, routes, num_heads, scale)
-    return attend_chunked(q, k, v, routes, num_heads, scale)
-
-
-def _chunked_ok(*tensors: torch.Tensor) -> bool:
-    """The chunked path is eager CPU code in full precision; the rest goes to the fused kernel."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
-        return False
-    if torch.is_autocast_enabled("cpu"):
-        return False
-    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in tensors)
-
-
-def attend_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, routes: torch.Tensor, num_heads: int,
-                 scale: float) -> torch.Tensor:
-    """Gather routed regions, then one fused attention call (GPU kernels, ONNX export, compile)."""
-    flat = routes.reshape(-1)
-    topk = routes.shape[-1]
-
-    def heads_last(t: torch.Tensor, selected: int) -> torch.Tensor:
-        """Contiguous: the fused kernels need a unit stride on the last dimension and otherwise fall back to
-        materialising the attention."""
-        return rearrange(t, "(h d) (r s) t -> r h (s t) d", h=num_heads, s=selected).contiguous()
-
-    out = F.scaled_dot_product_attention(heads_last(q, 1), heads_last(k.index_select(1, flat), topk),
-                                         heads_last(v.index_select(1, flat), topk), scale=scale)
-    return rearrange(out, "r h t d -> r (h d) t")
+    return _Chunked(q, k, v, routes, num_heads, scale).forward()
 
 
 def chunk_regions(num_heads: int, tokens: int, topk: int, itemsize: int) -> int:
@@ -176,18 +180,12 @@ class _Chunked:
         return grad_q, grad_k, grad_v
 
 
-def attend_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, routes: torch.Tensor, num_heads: int,
-                   scale: float) -> torch.Tensor:
-    """The chunked path's forward, without autograd (inference)."""
-    return _Chunked(q, k, v, routes, num_heads, scale).forward()
-
-
 class _ChunkedAttention(torch.autograd.Function):
     """Chunked attention; backward recomputes each chunk's probabilities instead of storing them."""
 
     @staticmethod
     def forward(ctx, q, k, v, routes, num_heads, scale):
-        out = attend_chunked(q, k, v, routes, num_heads, scale)
+        out = _Chunked(q, k, v, routes, num_heads, scale).forward()
         ctx.save_for_backward(q, k, v, routes, out)
         ctx.num_heads, ctx.scale = num_heads, scale
         return out

@@ -32,8 +32,7 @@ SHAPES = {
 @pytest.fixture(params=["chunked", "fused"])
 def path(request, monkeypatch):
     """Run a test through each attention path; the fused one is what GPU, export and compile use."""
-    if request.param == "fused":
-        monkeypatch.setattr(routed, "_chunked_ok", lambda *tensors: False)
+    monkeypatch.setattr(routed, "use_chunked", lambda x, head_dim: request.param == "chunked")
     return request.param
 
 
@@ -92,7 +91,7 @@ def test_fused_path_reaches_the_fused_cpu_kernel(monkeypatch):
     kernel = "_scaled_dot_product_flash_attention_for_cpu"
     if not hasattr(torch.ops.aten, kernel):
         pytest.skip(f"this torch has no {kernel}")
-    monkeypatch.setattr(routed, "_chunked_ok", lambda *tensors: False)
+    monkeypatch.setattr(routed, "use_chunked", lambda x, head_dim: False)
     module, x = make(SHAPES["divisible"])
     with torch.profiler.profile() as profiler:
         module(x).sum().backward()
@@ -100,21 +99,46 @@ def test_fused_path_reaches_the_fused_cpu_kernel(monkeypatch):
     assert f"aten::{kernel}" in names and f"aten::{kernel}_backward" in names
 
 
-def test_many_chunks_and_threads_agree_with_one(monkeypatch):
-    """Small chunks on several torch threads give the result of one big chunk on one thread."""
+@pytest.fixture
+def torch_threads():
+    """Sets torch's thread count for a test and restores it afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_many_chunks_agree_with_one(monkeypatch, torch_threads):
+    """Small chunks give the result of one big chunk."""
+    torch_threads(1)
     module, x = make((2, 16, 16, 16, 4, 4, 3, None, 3), dtype=torch.float64)
     grad_out = torch.randn_like(x)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        single = run(module, x, call, grad_out)
-        monkeypatch.setattr(routed, "CHUNK_BYTES", 1)
-        torch.set_num_threads(3)
-        spread = run(module, x, call, grad_out)
-    finally:
-        torch.set_num_threads(threads)
-    for got, want in zip(spread, single, strict=True):
+    single = run(module, x, call, grad_out)
+    monkeypatch.setattr(routed, "CHUNK_BYTES", 1)
+    for got, want in zip(run(module, x, call, grad_out), single, strict=True):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
+def test_path_follows_threads_head_width_and_precision(torch_threads):
+    x = torch.zeros(1, 8, 4, 4)
+    torch_threads(1)
+    assert routed.use_chunked(x, 8)
+    assert not routed.use_chunked(x, 16)  # wide heads: the fused kernel is as fast
+    assert not routed.use_chunked(x.half(), 8)
+    assert not routed.use_chunked(x.to("meta"), 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not routed.use_chunked(x, 8)
+    torch_threads(2)
+    assert not routed.use_chunked(x, 8)  # one parallel kernel instead of a hand-off per chunk operator
+
+
+def test_thread_count_changes_the_path_not_the_result(torch_threads):
+    module, x = make((2, 16, 16, 16, 4, 4, 3, None, 3), dtype=torch.float64)
+    grad_out = torch.randn_like(x)
+    torch_threads(1)
+    chunked = run(module, x, call, grad_out)
+    torch_threads(2)
+    for got, want in zip(run(module, x, call, grad_out), chunked, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
 
 
 def test_attention_leaves_the_thread_settings_alone(monkeypatch, path):
@@ -123,6 +147,7 @@ def test_attention_leaves_the_thread_settings_alone(monkeypatch, path):
         raise AssertionError("BRA changed torch's thread settings")
 
     monkeypatch.setattr(routed, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # as on a multi-core machine, where threads get used
     for name in ("set_num_threads", "set_num_interop_threads"):
         monkeypatch.setattr(torch, name, refuse)
     module, x = make((2, 16, 16, 16, 4, 4, 3, None, 3))
@@ -139,25 +164,6 @@ def test_grad_free_modes_give_the_same_output(monkeypatch, mode):
     monkeypatch.setattr(routed, "CHUNK_BYTES", 1)
     with mode():
         torch.testing.assert_close(module(x), expected)
-
-
-def test_dispatch_modes_see_every_chunk(monkeypatch):
-    """A FLOP counter (any dispatch mode) lives in one thread: chunks stay there while it is active."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    module, x = make((2, 16, 16, 16, 4, 4, 3, None, 3))
-    monkeypatch.setattr(routed, "CHUNK_BYTES", 1)
-    threads = torch.get_num_threads()
-    counts = []
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                module(x)
-            counts.append(counter.get_total_flops())
-    finally:
-        torch.set_num_threads(threads)
-    assert counts[0] == counts[1] > 0
 
 
 def test_deterministic_mode_reproduces_bitwise():
