@@ -45,6 +45,7 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "vanilla": None,
     "recommended": {"n_win": 8, "topk": 4, "heads": "per32", "region_size": "auto"},
     "per32-fixed": {"n_win": 8, "topk": 4, "heads": "per32"},
+    "per32-n10": {"n_win": 10, "topk": 4, "heads": "per32", "region_size": "auto"},
     "heads8": {"n_win": 8, "topk": 4, "heads": 8},
     "blog": {"n_win": 7, "topk": 4, "heads": 8},
 }
@@ -102,7 +103,7 @@ def step_fn(model: nn.Module, mode: str, x: torch.Tensor) -> Callable[[], None]:
                 model(x)
         return infer
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.937, nesterov=True)
-    batch = {"img": x, **random_targets(x.shape[0], 8, model.nc, x.device)}
+    batch = {"img": x, **random_targets(x.shape[0], 8, model.model[-1].nc, x.device)}
 
     def train() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -110,6 +111,13 @@ def step_fn(model: nn.Module, mode: str, x: torch.Tensor) -> Callable[[], None]:
         loss.sum().backward()
         optimizer.step()
     return train
+
+
+def deterministic_like_ultralytics() -> None:
+    """What ultralytics' trainer sets up by default (``init_seeds(deterministic=True)``)."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.utils.deterministic.fill_uninitialized_memory = False  # it skips the NaN fill of every new tensor
 
 
 def sync(device: torch.device) -> None:
@@ -198,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
             jobs = [(size, batch) for size in args.sizes for batch in args.batches]
         else:
             jobs = [(size, args.train_batch) for size in args.train_sizes]
-            torch.use_deterministic_algorithms(True, warn_only=True)  # ultralytics' training default
+            deterministic_like_ultralytics()
         for size, batch in jobs:
             rows.append(measure(args, mode, size, batch))
             print(table(rows[-1:], args.variants).splitlines()[-1], flush=True)

@@ -117,7 +117,10 @@ class BiLevelRoutingAttention(nn.Module):
             lepe = self.lepe(rearrange(v_map, "n h w c -> n c h w"))
             out = rearrange(lepe, "n c (j a) (i b) -> n j a i b c", j=rows, i=cols) + out
         mixed = rearrange(out, "n j a i b c -> n (j a) (i b) c")[:, :h, :w].contiguous()  # a no-op when unpadded
-        return F.linear(mixed, self.wo.weight, self.wo.bias).permute(0, 3, 1, 2).contiguous()
+        # W_o · mixedᵀ: one batched product that writes NCHW directly (no transposing copy of the output)
+        mixed = rearrange(mixed, "n h w c -> n c (h w)")
+        out = torch.baddbmm(self.wo.bias.view(1, -1, 1), self.wo.weight.expand(n, -1, -1), mixed)
+        return rearrange(out, "n c (h w) -> n c h w", h=h)
 
     @torch.no_grad()
     def route(self, x: torch.Tensor) -> torch.Tensor:

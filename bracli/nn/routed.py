@@ -30,6 +30,12 @@ CHUNK_BYTES = 2**20
 """Target size of one chunk's attention matrix; 1 MiB measured fastest on a 2-core AVX-512 CPU (2 MiB
 chunks were ~15% slower: the gathered keys and values of a chunk then outgrow the L2 cache)."""
 
+FUSED_CHUNK_BYTES = 2**24
+"""Routed keys and values gathered per fused call on CPU. Measured on 2 cores with a batch of eight 640
+images at scale n: one call for the whole batch (105 MB gathered) took ~1.3x the time of 16-24 MiB
+groups forward and ~1.2x forward+backward: every call's gather lands in freshly mapped memory; 2 MiB
+groups were slower again in training."""
+
 CHUNKED_BELOW_HEAD_DIM = 16
 """Heads narrower than this take the chunked path on one CPU thread. With 8-channel heads the fused CPU
 kernel took ~1.6x the chunked path's time forward; with 32-channel heads it was as fast or faster."""
@@ -37,11 +43,15 @@ kernel took ~1.6x the chunked path's time forward; with 32-channel heads it was 
 
 def use_chunked(x: torch.Tensor, head_dim: int) -> bool:
     """Whether attention on input like ``x`` with heads of ``head_dim`` channels takes the chunked path."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+    if _capturing_graph():
         return False
     if head_dim >= CHUNKED_BELOW_HEAD_DIM or torch.get_num_threads() > 1 or torch.is_autocast_enabled("cpu"):
         return False
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
+def _capturing_graph() -> bool:
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
 
 
 def attend_fused(q: torch.Tensor, kv: torch.Tensor, routes: torch.Tensor, num_heads: int,
@@ -56,8 +66,19 @@ def attend_fused(q: torch.Tensor, kv: torch.Tensor, routes: torch.Tensor, num_he
         scale: factor on the dot products.
 
     Returns:
-        ``(regions, tokens, dim)``.
+        ``(regions, tokens, dim)``. In eager CPU code the query regions go in groups whose routed keys
+        and values are about ``FUSED_CHUNK_BYTES``; elsewhere (GPU, export, compile) in one call.
     """
+    step = q.shape[0]
+    if q.device.type == "cpu" and not _capturing_graph():
+        step = max(1, FUSED_CHUNK_BYTES // (routes.shape[-1] * kv[0].numel() * kv.element_size()))
+    outs = [_attend_regions(q[start:start + step], kv, routes[start:start + step], num_heads, scale)
+            for start in range(0, q.shape[0], step)]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def _attend_regions(q: torch.Tensor, kv: torch.Tensor, routes: torch.Tensor, num_heads: int,
+                    scale: float) -> torch.Tensor:
     qk_dim, topk = q.shape[-1], routes.shape[-1]
     k_sel, v_sel = kv.index_select(0, routes.reshape(-1)).split([qk_dim, kv.shape[-1] - qk_dim], dim=-1)
 

@@ -118,6 +118,17 @@ def test_many_chunks_agree_with_one(monkeypatch, torch_threads):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
 
 
+def test_fused_groups_agree_with_one_call(monkeypatch):
+    """On CPU the fused path goes through query regions in groups; one region per group changes nothing."""
+    monkeypatch.setattr(routed, "use_chunked", lambda x, head_dim: False)
+    module, x = make((2, 16, 16, 16, 4, 4, 3, None, 3), dtype=torch.float64)
+    grad_out = torch.randn_like(x)
+    whole = run(module, x, call, grad_out)
+    monkeypatch.setattr(routed, "FUSED_CHUNK_BYTES", 1)
+    for got, want in zip(run(module, x, call, grad_out), whole, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
 def test_path_follows_threads_head_width_and_precision(torch_threads):
     x = torch.zeros(1, 8, 4, 4)
     torch_threads(1)
