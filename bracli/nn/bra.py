@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import nn
 
 from bracli.nn import routed
-from bracli.nn.options import check_bra_options, check_region_size
+from bracli.nn.options import check_bra_options, check_region_size, region_grid
 
 AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")  # a plain tuple: torch.compile traces it on every torch version
 
@@ -83,16 +83,8 @@ class BiLevelRoutingAttention(nn.Module):
                 f"qk_dim={self.qk_dim}, side_dwconv={self.side_dwconv}, auto_pad={self.auto_pad}{grid}")
 
     def region_grid(self, height: int, width: int) -> tuple[int, int, int, int]:
-        """``(rows, cols, region_h, region_w)``: the region grid and region size for a height×width map.
-
-        The map is padded right/bottom to ``rows·region_h × cols·region_w``. Under tracing the sizes
-        are tensors and stay symbolic, so exported graphs accept any H×W.
-        """
-        rows = cols = self.n_win
-        if self.region_size is not None:
-            rows = _at_least(_ceil_div(height, self.region_size), self.n_win)
-            cols = _at_least(_ceil_div(width, self.region_size), self.n_win)
-        return rows, cols, _ceil_div(height, rows), _ceil_div(width, cols)
+        """``(rows, cols, region_h, region_w)`` for a height×width map (see ``bracli.nn.options.region_grid``)."""
+        return region_grid(height, width, self.n_win, self.region_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
@@ -183,16 +175,3 @@ class BiLevelRoutingAttention(nn.Module):
             affinity = (q_mean * self.scale) @ k_mean.transpose(-1, -2)
             routes = affinity.topk(self.topk, dim=-1).indices
             return routes + torch.arange(batch, device=q.device).view(-1, 1, 1) * affinity.shape[1]
-
-
-def _ceil_div(size, parts):
-    """⌈size / parts⌉ for ints and for the size tensors tracing produces (it stays in the graph).
-
-    Positive operands only: ONNX integer division truncates, so ``-(-size // parts)`` exports wrong.
-    """
-    return (size + parts - 1) // parts
-
-
-def _at_least(size, floor: int):
-    """max(size, floor) for ints and for traced size tensors (Python's max would freeze the traced value)."""
-    return size.clamp(min=floor) if isinstance(size, torch.Tensor) else max(size, floor)
