@@ -114,7 +114,8 @@ def forward_flops(module: BiLevelRoutingAttention, x: torch.Tensor) -> float:
 def measure(channels: int, side: int, batch: int, args: argparse.Namespace, with_full: bool) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
-    module = BiLevelRoutingAttention(channels, n_win=args.n_win, num_heads=args.heads, topk=args.topk,
+    heads = channels // 32 if args.heads == "per32" else int(args.heads)
+    module = BiLevelRoutingAttention(channels, n_win=args.n_win, num_heads=heads, topk=args.topk,
                                      region_size=args.region_size).to(device)
     x = torch.randn(batch, channels, side, side, device=device, requires_grad=True)
     grad = torch.randn(batch, channels, side, side, device=device)
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--n-win", type=int, default=8)
-    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--heads", default="8", help="heads per layer, or 'per32': channels / 32")
     parser.add_argument("--topk", type=int, default=4)
     parser.add_argument("--only", nargs="*", default=None, help="labels to run, e.g. 'n P3'")
     parser.add_argument("--full-max-tokens", type=int, default=6400 * 1,

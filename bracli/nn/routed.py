@@ -6,18 +6,15 @@ caller asks ``use_chunked`` first and projects q, k, v into that path's layout.
 - fused (the default): q, k, v token-major, ``(regions, tokens, channels)``, as views of one
   projection. Each query region's routed regions are gathered with one ``index_select`` and the heads
   are strided views, so one ``F.scaled_dot_product_attention`` call runs straight on them: torch's fused
-  flash kernels on CPU and GPU, ONNX export, ``torch.compile`` and autocast. On CPU it is one parallel
-  section over all regions and heads, which keeps its speed when other processes share the cores.
-- chunked (eager CPU, fp32/fp64, one torch thread, heads narrower than ``CHUNKED_BELOW_HEAD_DIM``
-  channels, where the fused CPU kernel is slow): q, k, v channel-major, ``(channels, regions,
-  tokens)``. Every (channel, region) pair is a contiguous run of tokens, so gathering routed regions is
-  a row gather that lands in the ``(head_dim, topk * tokens)`` blocks the products consume. Query
-  regions are processed a few at a time, so one chunk's attention matrix stays in cache and the full
-  matrix never exists. Backward recomputes a chunk's probabilities instead of storing them, and sums
-  gradients of routed keys/values with ``index_add_`` (deterministic on CPU). With several threads
-  each chunk's operators would be split between them, one hand-off per small product; measured on a
-  shared 2-core machine that was 2-3x slower than the fused kernel, so several threads take the fused
-  path whatever the head width. Nothing here changes thread settings.
+  flash kernels on CPU and GPU, ONNX export, ``torch.compile`` and autocast.
+- chunked (eager CPU, fp32/fp64, heads narrower than ``CHUNKED_BELOW_HEAD_DIM`` channels, where the
+  fused CPU kernel is slow): q, k, v channel-major, ``(channels, regions, tokens)``. Every (channel,
+  region) pair is a contiguous run of tokens, so gathering routed regions is a row gather that lands in
+  the ``(head_dim, topk * tokens)`` blocks the products consume. Query regions are processed a few at
+  a time, so one chunk's attention matrix stays in cache and the full matrix never exists; each chunk
+  is three batched products and a softmax on torch's intra-op threads (nothing here changes thread
+  settings). Backward recomputes a chunk's probabilities instead of storing them, and sums gradients
+  of routed keys/values with ``index_add_`` (deterministic on CPU).
 """
 
 from __future__ import annotations
@@ -27,8 +24,10 @@ import torch.nn.functional as F
 from einops import rearrange
 
 CHUNK_BYTES = 2**20
-"""Target size of one chunk's attention matrix; 1 MiB measured fastest on a 2-core AVX-512 CPU (2 MiB
-chunks were ~15% slower: the gathered keys and values of a chunk then outgrow the L2 cache)."""
+"""Attention matrix per chunk and torch thread. On a 2-core AVX-512 CPU: with one thread 2 MiB chunks
+were ~15% slower (a chunk's gathered keys and values outgrow the L2 cache); with two, 1 MiB per thread
+matched the earlier design that ran whole chunks in helper threads, and 0.5 MiB per thread was up to
+~25% slower (more thread hand-offs)."""
 
 FUSED_CHUNK_BYTES = 2**24
 """Routed keys and values gathered per fused call on CPU. Measured on 2 cores with a batch of eight 640
@@ -37,15 +36,16 @@ groups forward and ~1.2x forward+backward: every call's gather lands in freshly 
 groups were slower again in training."""
 
 CHUNKED_BELOW_HEAD_DIM = 16
-"""Heads narrower than this take the chunked path on one CPU thread. With 8-channel heads the fused CPU
-kernel took ~1.6x the chunked path's time forward; with 32-channel heads it was as fast or faster."""
+"""Heads narrower than this take the chunked path on CPU. With 8-channel heads the fused CPU kernel took
+~1.5-2x the chunked path's time (forward, and forward+backward, one or two threads); with 32-channel
+heads it was as fast or faster."""
 
 
 def use_chunked(x: torch.Tensor, head_dim: int) -> bool:
     """Whether attention on input like ``x`` with heads of ``head_dim`` channels takes the chunked path."""
     if _capturing_graph():
         return False
-    if head_dim >= CHUNKED_BELOW_HEAD_DIM or torch.get_num_threads() > 1 or torch.is_autocast_enabled("cpu"):
+    if head_dim >= CHUNKED_BELOW_HEAD_DIM or torch.is_autocast_enabled("cpu"):
         return False
     return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
 
@@ -104,8 +104,9 @@ def attend_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, routes: to
 
 
 def chunk_regions(num_heads: int, tokens: int, topk: int, itemsize: int) -> int:
-    """Query regions per chunk, so that one chunk's attention matrix is about ``CHUNK_BYTES``."""
-    return max(1, CHUNK_BYTES // (num_heads * tokens * topk * tokens * itemsize))
+    """Query regions per chunk: about ``CHUNK_BYTES`` of attention matrix for each torch thread."""
+    budget = CHUNK_BYTES * torch.get_num_threads()
+    return max(1, budget // (num_heads * tokens * topk * tokens * itemsize))
 
 
 def routed_rows(routes: torch.Tensor, channels: int) -> torch.Tensor:

@@ -129,27 +129,28 @@ def test_fused_groups_agree_with_one_call(monkeypatch):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
 
 
-def test_path_follows_threads_head_width_and_precision(torch_threads):
+def test_path_follows_head_width_and_precision():
     x = torch.zeros(1, 8, 4, 4)
-    torch_threads(1)
     assert routed.use_chunked(x, 8)
+    assert routed.use_chunked(x.double(), 8)
     assert not routed.use_chunked(x, 16)  # wide heads: the fused kernel is as fast
     assert not routed.use_chunked(x.half(), 8)
     assert not routed.use_chunked(x.to("meta"), 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not routed.use_chunked(x, 8)
-    torch_threads(2)
-    assert not routed.use_chunked(x, 8)  # one parallel kernel instead of a hand-off per chunk operator
 
 
-def test_thread_count_changes_the_path_not_the_result(torch_threads):
+@pytest.mark.parametrize("path_name", ["chunked", "fused"])
+def test_thread_count_does_not_change_the_result(monkeypatch, torch_threads, path_name):
+    monkeypatch.setattr(routed, "use_chunked", lambda x, head_dim: path_name == "chunked")
+    monkeypatch.setattr(routed, "CHUNK_BYTES", 2**12)  # several chunks, split differently per thread count
     module, x = make((2, 16, 16, 16, 4, 4, 3, None, 3), dtype=torch.float64)
     grad_out = torch.randn_like(x)
     torch_threads(1)
-    chunked = run(module, x, call, grad_out)
-    torch_threads(2)
-    for got, want in zip(run(module, x, call, grad_out), chunked, strict=True):
-        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
+    single = run(module, x, call, grad_out)
+    torch_threads(3)
+    for got, want in zip(run(module, x, call, grad_out), single, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
 
 
 def test_attention_leaves_the_thread_settings_alone(monkeypatch, path):
