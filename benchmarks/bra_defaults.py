@@ -38,20 +38,12 @@ from bracli.dataset.sample import write_sample  # noqa: E402
 from bracli.engine import lifecycle, models  # noqa: E402
 from bracli.nn import BiLevelRoutingAttention  # noqa: E402
 
-DEFAULT_CANDIDATES = ["vanilla", "heads8", "per32-fixed", "per32-n10", "per32-n8-topk2"]
-EXTRA = {  # candidates that only this study needs
-    "per32-n10": {"n_win": 10, "topk": 4, "heads": "per32"},
-    "per32-n8-topk2": {"n_win": 8, "topk": 2, "heads": "per32"},
-}
-
-
-def candidate(name: str) -> dict[str, Any] | None:
-    return EXTRA[name] if name in EXTRA else VARIANTS[name]
+CANDIDATES = ["vanilla", "heads8", "per32-fixed", "per32-n10"]  # names of detector_bench.VARIANTS
 
 
 def train_one(name: str, seed: int, data: Path, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    model = bra_model("n", ["p3"], candidate(name))
-    path = workdir / f"{name}-s{seed}" / templates.model_filename("n", ["p3"] if candidate(name) else [])
+    model = bra_model("n", ["p3"], VARIANTS[name])
+    path = workdir / f"{name}-s{seed}" / templates.model_filename("n", ["p3"] if VARIANTS[name] else [])
     path.parent.mkdir(parents=True)
     path.write_text(templates.to_yaml(model, f"bra_defaults candidate {name}"), encoding="utf-8")
     start = time.perf_counter()
@@ -60,7 +52,7 @@ def train_one(name: str, seed: int, data: Path, workdir: Path, args: argparse.Na
                              name=f"{name}-s{seed}", seed=seed,
                              extras={"warmup_epochs": 1, "plots": False, "val": False, "verbose": False})
     row = {"candidate": name, "seed": seed, "train_s": time.perf_counter() - start, **result.metrics}
-    if candidate(name) is not None and result.best is not None:
+    if VARIANTS[name] is not None and result.best is not None:
         row["attention_vs_global"] = agreement(result.best, data, args.imgsz)
     return row
 
@@ -107,14 +99,14 @@ def summary(rows: list[dict[str, Any]]) -> str:
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             return f"{statistics.mean(values):.3f} ± {spread:.3f}"
 
-        lines.append(f"| {name} | {candidate(name) or 'no BRA'} | {stat('mAP50')} | {stat('mAP50-95')} | "
+        lines.append(f"| {name} | {VARIANTS[name] or 'no BRA'} | {stat('mAP50')} | {stat('mAP50-95')} | "
                      f"{stat('attention_vs_global')} | {len(mine)} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--candidates", nargs="+", default=DEFAULT_CANDIDATES, choices=[*VARIANTS, *EXTRA])
+    parser.add_argument("--candidates", nargs="+", default=CANDIDATES, choices=VARIANTS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--imgsz", type=int, default=320)

@@ -43,11 +43,12 @@ from bracli.engine import models  # noqa: E402  (registers BRA with ultralytics)
 DESIGN_SIZE = 640  # the input size at which "auto" region sizes give exactly n_win regions per side
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "vanilla": None,
-    "recommended": {"n_win": 8, "topk": 4, "heads": "per32", "region_size": "auto"},
-    "per32-fixed": {"n_win": 8, "topk": 4, "heads": "per32"},
+    "recommended": {"n_win": 10, "topk": 4, "heads": "per32", "region_size": "auto"},  # = per32-n10
     "per32-n10": {"n_win": 10, "topk": 4, "heads": "per32", "region_size": "auto"},
-    "heads8": {"n_win": 8, "topk": 4, "heads": 8},
-    "blog": {"n_win": 7, "topk": 4, "heads": 8},
+    "per32-n8": {"n_win": 8, "topk": 4, "heads": "per32", "region_size": "auto"},
+    "per32-fixed": {"n_win": 8, "topk": 4, "heads": "per32"},
+    "heads8": {"n_win": 8, "topk": 4, "heads": 8},  # the render defaults before this round
+    "blog": {"n_win": 7, "topk": 4, "heads": 8},  # the widely copied YOLOv8 + BiFormer blog
 }
 
 
@@ -179,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="n", choices=templates.SCALES)
     parser.add_argument("--placements", nargs="+", default=["p3"])
-    parser.add_argument("--variants", nargs="+", default=["vanilla", "recommended", "heads8"], choices=VARIANTS,
+    parser.add_argument("--variants", nargs="+", default=["vanilla", "recommended", "per32-n8", "heads8", "blog"],
+                        choices=VARIANTS,
                         help="the first is the baseline of the ratios")
     parser.add_argument("--modes", nargs="+", default=["infer", "train"], choices=["infer", "train"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[640, 1280])
