@@ -26,7 +26,7 @@ from einops import rearrange
 CHUNK_BYTES = 2**20
 """Attention matrix per chunk and torch thread. On a 2-core AVX-512 CPU: with one thread 2 MiB chunks
 were slower (a chunk's gathered keys and values outgrow the L2 cache); with two, 0.5-2 MiB per thread
-measured alike, and as fast as the earlier design that ran whole chunks in helper threads."""
+measured alike, and close to the earlier design that ran whole chunks in helper threads."""
 
 FUSED_CHUNK_BYTES = 2**24
 """Routed keys and values gathered per fused call on CPU. Measured on 2 cores with a batch of eight 640
