@@ -51,8 +51,8 @@ GROWTH_SIDES = [(320, 40), (640, 80), (1280, 160)]  # input size -> P3 side, sca
 def full_attention(module: BiLevelRoutingAttention, x: torch.Tensor) -> torch.Tensor:
     """Global multi-head attention over the padded map with the module's weights, plus LCE."""
     n, c, h, w = x.shape
-    s = module.n_win
-    xp = F.pad(x, (0, (s - w % s) % s, 0, (s - h % s) % s))
+    rows, cols, region_h, region_w = module.region_grid(h, w)
+    xp = F.pad(x, (0, cols * region_w - w, 0, rows * region_h - h))
     hp, wp = xp.shape[-2:]
     qkv = F.conv2d(xp, module.qkv.qkv.weight[:, :, None, None], module.qkv.qkv.bias).flatten(2)
     q, k, v = qkv.split([module.qk_dim, module.qk_dim, c], dim=1)
@@ -114,7 +114,9 @@ def forward_flops(module: BiLevelRoutingAttention, x: torch.Tensor) -> float:
 def measure(channels: int, side: int, batch: int, args: argparse.Namespace, with_full: bool) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
-    module = BiLevelRoutingAttention(channels, n_win=args.n_win, num_heads=args.heads, topk=args.topk).to(device)
+    heads = channels // 32 if args.heads == "per32" else int(args.heads)
+    module = BiLevelRoutingAttention(channels, n_win=args.n_win, num_heads=heads, topk=args.topk,
+                                     region_size=args.region_size).to(device)
     x = torch.randn(batch, channels, side, side, device=device, requires_grad=True)
     grad = torch.randn(batch, channels, side, side, device=device)
     fns = variants(module, with_full)
@@ -132,11 +134,12 @@ def measure(channels: int, side: int, batch: int, args: argparse.Namespace, with
             times[name].append(time.perf_counter() - start)
     memory = {name: peak_bytes(fn, x, grad) for name, fn in fns.items()} if not args.no_memory else {}
     flops = 3 * forward_flops(module, x.detach())
-    padded = -(-side // args.n_win) * args.n_win
-    tokens, per_region = padded * padded, (padded // args.n_win) ** 2
+    rows, cols, region_h, region_w = module.region_grid(side, side)
+    tokens, per_region = rows * region_h * cols * region_w, region_h * region_w
     routed = 3 * 2 * batch * tokens * args.topk * per_region * (module.qk_dim + channels)
     global_ = 3 * 2 * batch * tokens * tokens * (module.qk_dim + channels)
-    row = {"batch": batch, "channels": channels, "side": side, "max_abs_error": error, "nominal_gflop": flops / 1e9,
+    row = {"batch": batch, "channels": channels, "side": side, "grid": f"{rows}×{cols} of {region_h}×{region_w}",
+           "region_size": args.region_size, "max_abs_error": error, "nominal_gflop": flops / 1e9,
            "full_nominal_gflop": (flops - routed + global_) / 1e9}
     for name in fns:
         row[f"{name}_s"] = min(times[name])
@@ -213,12 +216,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--n-win", type=int, default=8)
-    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--heads", default="8", help="heads per layer, or 'per32': channels / 32")
     parser.add_argument("--topk", type=int, default=4)
     parser.add_argument("--only", nargs="*", default=None, help="labels to run, e.g. 'n P3'")
     parser.add_argument("--full-max-tokens", type=int, default=6400 * 1,
                         help="run full attention only up to this many tokens per batch (it is slow on CPU)")
+    parser.add_argument("--region-size", type=int, default=None, help="tokens per region side (grid follows the map)")
     parser.add_argument("--growth-reps", type=int, default=2, help="rounds for the 320-1280 growth table")
+    parser.add_argument("--growth-region-size", type=int, default=None,
+                        help="also run the growth table with this region_size (the grid follows the input)")
     parser.add_argument("--skip-main", action="store_true", help="skip the table of YOLO levels")
     parser.add_argument("--skip-growth", action="store_true")
     parser.add_argument("--skip-deterministic", action="store_true")
@@ -230,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name()
     print(f"# {time.strftime('%Y-%m-%d')} device {args.device} ({device_name}), torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}, n_win {args.n_win}, "
-          f"heads {args.heads}, topk {args.topk}, reps {args.reps}", flush=True)
+          f"heads {args.heads}, topk {args.topk}, region_size {args.region_size}, reps {args.reps}", flush=True)
 
     rows = []
     for label, channels, side in YOLO_SHAPES:
@@ -246,11 +252,15 @@ def main(argv: list[str] | None = None) -> None:
 
     growth = []
     if not args.skip_growth:
-        growth_args = argparse.Namespace(**{**vars(args), "reps": args.growth_reps})
-        for image, side in GROWTH_SIDES:
-            row = {"label": f"{image} input", **measure(64, side, 1, growth_args, with_full=True)}
-            growth.append(row)
-        keys = [("input", "label"), ("P3 map", "shape"), ("nominal GFLOP", "nominal_gflop"),
+        for region_size in dict.fromkeys([args.region_size, args.growth_region_size]):
+            growth_args = argparse.Namespace(**{**vars(args), "reps": args.growth_reps, "region_size": region_size})
+            for image, side in GROWTH_SIDES:
+                row = {"label": f"{image} input", **measure(64, side, 1, growth_args, with_full=True)}
+                growth.append(row)
+                print(fmt_table([row], [("input", "label"), ("grid", "grid"), ("bracli ms", "bracli_s")])
+                      .splitlines()[-1], flush=True)
+        keys = [("input", "label"), ("region_size", "region_size"), ("grid", "grid"),
+                ("nominal GFLOP", "nominal_gflop"),
                 ("full-attn nominal GFLOP", "full_nominal_gflop"), ("bracli ms", "bracli_s"),
                 ("gather-ref ms", "gather-ref_s"), ("full-attn ms", "full-attn_s"),
                 ("bracli MiB", "bracli_mib"), ("full-attn MiB", "full-attn_mib")]

@@ -43,3 +43,35 @@ def check_bra_options(*, n_win: int, num_heads: int, topk: int, side_dwconv: int
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def region_grid(height, width, n_win: int, region_size: int | None = None) -> tuple:
+    """``(rows, cols, region_h, region_w)``: BRA's region grid and region size for a height×width map.
+
+    Without ``region_size`` the grid is ``n_win × n_win``; with it, ``max(n_win, ⌈side / region_size⌉)``
+    regions per side, so regions hold at most ``region_size`` tokens per side and the grid grows with the
+    map. The map is padded right/bottom to ``rows·region_h × cols·region_w``. Sizes may be ints or the
+    size tensors ``torch.jit.trace`` produces (the arithmetic then stays in the traced graph).
+    """
+    rows = cols = n_win
+    if region_size is not None:
+        rows = _at_least(_ceil_div(height, region_size), n_win)
+        cols = _at_least(_ceil_div(width, region_size), n_win)
+    return rows, cols, _ceil_div(height, rows), _ceil_div(width, cols)
+
+
+def _ceil_div(size, parts):
+    """⌈size / parts⌉ with positive operands only: ONNX integer division truncates, so ``-(-a // b)`` exports wrong."""
+    return (size + parts - 1) // parts
+
+
+def _at_least(size, floor: int):
+    """max(size, floor); a traced size tensor is clamped instead (Python's max would freeze its value)."""
+    return size.clamp(min=floor) if hasattr(size, "clamp") else max(size, floor)
+
+
+def check_region_size(region_size: int | None) -> None:
+    """Raise ``BraOptionError`` unless ``region_size`` (tokens per region side, or None) is valid."""
+    if region_size is not None and (not _is_int(region_size) or region_size < 1):
+        raise BraOptionError(f"region_size={region_size!r} is invalid; it must be a positive integer "
+                             "(tokens per region side), or None for a fixed n_win × n_win grid")

@@ -14,7 +14,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 RELEASED_KEYS = {"qkv.qkv.weight", "qkv.qkv.bias", "lepe.weight", "lepe.bias", "wo.weight", "wo.bias"}
 
-# (batch, dim, h, w, n_win, heads, topk, qk_dim, side_dwconv)
+# (batch, dim, h, w, n_win, heads, topk, qk_dim, side_dwconv[, region_size])
 SHAPES = {
     "divisible": (2, 16, 12, 12, 3, 4, 2, None, 3),
     "not-divisible": (1, 16, 9, 11, 3, 2, 3, None, 3),
@@ -24,21 +24,23 @@ SHAPES = {
     "qk_dim-differs": (1, 16, 8, 13, 4, 2, 3, 8, 3),
     "no-lepe": (2, 16, 7, 9, 2, 4, 2, None, 0),
     "one-region": (1, 8, 5, 6, 1, 2, 1, None, 3),
+    "region_size-grid-grows": (2, 16, 13, 9, 2, 4, 3, None, 3, 4),  # 4×3 regions of 4×3 tokens, padded
+    "region_size-n_win-floor": (1, 16, 7, 6, 3, 2, 4, None, 3, 5),  # small map: n_win×n_win, as without it
 }
 
 
 @pytest.fixture(params=["chunked", "fused"])
 def path(request, monkeypatch):
     """Run a test through each attention path; the fused one is what GPU, export and compile use."""
-    if request.param == "fused":
-        monkeypatch.setattr(routed, "_chunked_ok", lambda *tensors: False)
+    monkeypatch.setattr(routed, "use_chunked", lambda x, head_dim: request.param == "chunked")
     return request.param
 
 
 def make(shape, dtype=torch.float32, seed=0):
-    n, dim, h, w, n_win, heads, topk, qk_dim, side = shape
+    n, dim, h, w, n_win, heads, topk, qk_dim, side, *region_size = shape
     torch.manual_seed(seed)
-    module = BiLevelRoutingAttention(dim, n_win, heads, topk=topk, qk_dim=qk_dim, side_dwconv=side).to(dtype)
+    module = BiLevelRoutingAttention(dim, n_win, heads, topk=topk, qk_dim=qk_dim, side_dwconv=side,
+                                     region_size=region_size[0] if region_size else None).to(dtype)
     with torch.no_grad():  # non-zero biases, so padded tokens differ from zeros
         for parameter in module.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.1)
@@ -89,7 +91,7 @@ def test_fused_path_reaches_the_fused_cpu_kernel(monkeypatch):
     kernel = "_scaled_dot_product_flash_attention_for_cpu"
     if not hasattr(torch.ops.aten, kernel):
         pytest.skip(f"this torch has no {kernel}")
-    monkeypatch.setattr(routed, "_chunked_ok", lambda *tensors: False)
+    monkeypatch.setattr(routed, "use_chunked", lambda x, head_dim: False)
     module, x = make(SHAPES["divisible"])
     with torch.profiler.profile() as profiler:
         module(x).sum().backward()
@@ -97,78 +99,83 @@ def test_fused_path_reaches_the_fused_cpu_kernel(monkeypatch):
     assert f"aten::{kernel}" in names and f"aten::{kernel}_backward" in names
 
 
-def test_many_chunks_and_threads_agree_with_one(monkeypatch):
-    """Small chunks spread over threads give the same result, bit for bit, as one big chunk."""
+@pytest.fixture
+def torch_threads():
+    """Sets torch's thread count for a test and restores it afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_many_chunks_agree_with_one(monkeypatch, torch_threads):
+    """Small chunks give the result of one big chunk."""
+    torch_threads(1)
     module, x = make((2, 16, 16, 16, 4, 4, 3, None, 3), dtype=torch.float64)
     grad_out = torch.randn_like(x)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        single = run(module, x, call, grad_out)
-        monkeypatch.setattr(routed, "CHUNK_BYTES", 1)
-        torch.set_num_threads(3)
-        spread = run(module, x, call, grad_out)
-        assert torch.get_num_threads() == 3, "the chunked path must restore the thread count"
-    finally:
-        torch.set_num_threads(threads)
-    for got, want in zip(spread, single, strict=True):
+    single = run(module, x, call, grad_out)
+    monkeypatch.setattr(routed, "CHUNK_BYTES", 1)
+    for got, want in zip(run(module, x, call, grad_out), single, strict=True):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
-def test_threads_run_in_the_callers_grad_mode(monkeypatch, mode):
-    """Predictors run under inference mode; helper threads must write their chunks under it too."""
-    module, x = make((2, 16, 16, 16, 4, 4, 3, None, 3))
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        with torch.no_grad():
-            single = module(x)
-        monkeypatch.setattr(routed, "CHUNK_BYTES", 1)
-        torch.set_num_threads(2)
-        with mode():
-            spread = module(x)
-    finally:
-        torch.set_num_threads(threads)
-    torch.testing.assert_close(spread, single)
+def test_fused_groups_agree_with_one_call(monkeypatch):
+    """On CPU the fused path goes through query regions in groups; one region per group changes nothing."""
+    monkeypatch.setattr(routed, "use_chunked", lambda x, head_dim: False)
+    module, x = make((2, 16, 16, 16, 4, 4, 3, None, 3), dtype=torch.float64)
+    grad_out = torch.randn_like(x)
+    whole = run(module, x, call, grad_out)
+    monkeypatch.setattr(routed, "FUSED_CHUNK_BYTES", 1)
+    for got, want in zip(run(module, x, call, grad_out), whole, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
 
 
-def test_dispatch_modes_see_every_chunk(monkeypatch):
-    """A FLOP counter (any dispatch mode) lives in one thread: chunks stay there while it is active."""
-    from torch.utils.flop_counter import FlopCounterMode
+def test_path_follows_head_width_and_precision():
+    x = torch.zeros(1, 8, 4, 4)
+    assert routed.use_chunked(x, 8)
+    assert routed.use_chunked(x.double(), 8)
+    assert not routed.use_chunked(x, 16)  # wide heads: the fused kernel is as fast
+    assert not routed.use_chunked(x.half(), 8)
+    assert not routed.use_chunked(x.to("meta"), 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not routed.use_chunked(x, 8)
 
-    module, x = make((2, 16, 16, 16, 4, 4, 3, None, 3))
+
+@pytest.mark.parametrize("path_name", ["chunked", "fused"])
+def test_thread_count_does_not_change_the_result(monkeypatch, torch_threads, path_name):
+    monkeypatch.setattr(routed, "use_chunked", lambda x, head_dim: path_name == "chunked")
+    monkeypatch.setattr(routed, "CHUNK_BYTES", 2**12)  # several chunks, split differently per thread count
+    module, x = make((2, 16, 16, 16, 4, 4, 3, None, 3), dtype=torch.float64)
+    grad_out = torch.randn_like(x)
+    torch_threads(1)
+    single = run(module, x, call, grad_out)
+    torch_threads(3)
+    for got, want in zip(run(module, x, call, grad_out), single, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
+def test_attention_leaves_the_thread_settings_alone(monkeypatch, path):
+    """Thread counts are process-wide: changing them, even briefly, would throttle other torch code."""
+    def refuse(*args):
+        raise AssertionError("BRA changed torch's thread settings")
+
     monkeypatch.setattr(routed, "CHUNK_BYTES", 1)
-    threads = torch.get_num_threads()
-    counts = []
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                module(x)
-            counts.append(counter.get_total_flops())
-    finally:
-        torch.set_num_threads(threads)
-    assert counts[0] == counts[1] > 0
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # as on a multi-core machine, where threads get used
+    for name in ("set_num_threads", "set_num_interop_threads"):
+        monkeypatch.setattr(torch, name, refuse)
+    module, x = make((2, 16, 16, 16, 4, 4, 3, None, 3))
+    module(x.requires_grad_()).sum().backward()
+    with torch.inference_mode():
+        module(x)
 
 
-def test_a_failing_chunk_raises_in_the_caller_and_restores_threads():
-    threads = torch.get_num_threads()
-    seen = []
-
-    def work(start: int, stop: int) -> None:
-        seen.append(start)
-        if start == 3:
-            raise RuntimeError("chunk 3 failed")
-
-    try:
-        torch.set_num_threads(2)
-        with pytest.raises(RuntimeError, match="chunk 3 failed"):
-            routed.in_threads(work, [(i, i + 1) for i in range(8)])
-        assert torch.get_num_threads() == 2
-        assert 3 in seen
-    finally:
-        torch.set_num_threads(threads)
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_grad_free_modes_give_the_same_output(monkeypatch, mode):
+    """Predictors run under inference mode, validation under no_grad; both skip the autograd function."""
+    module, x = make((2, 16, 16, 16, 4, 4, 3, None, 3))
+    expected = module(x).detach()
+    monkeypatch.setattr(routed, "CHUNK_BYTES", 1)
+    with mode():
+        torch.testing.assert_close(module(x), expected)
 
 
 def test_deterministic_mode_reproduces_bitwise():
@@ -380,3 +387,83 @@ def test_cuda_deterministic_mode_runs_and_agrees(exact_cuda):
         torch.use_deterministic_algorithms(before)
     for got, want in zip(strict, free, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ region_size
+
+
+def test_region_grid_follows_the_map_with_region_size():
+    fixed = BiLevelRoutingAttention(64, 8, 2, region_size=None)
+    sized = BiLevelRoutingAttention(64, 8, 2, region_size=10)
+    assert fixed.region_grid(160, 120) == (8, 8, 20, 15)
+    assert sized.region_grid(80, 80) == (8, 8, 10, 10)  # up to n_win · region_size: the fixed grid
+    assert sized.region_grid(20, 20) == (8, 8, 3, 3)  # n_win is the floor
+    assert sized.region_grid(160, 120) == (16, 12, 10, 10)
+    assert sized.region_grid(81, 80) == (9, 8, 9, 10)  # at most region_size tokens, least padding
+
+
+def test_region_size_changes_nothing_up_to_its_threshold():
+    module, x = make((1, 16, 12, 12, 3, 4, 2, None, 3))
+    sized = BiLevelRoutingAttention(16, 3, 4, topk=2, region_size=4)
+    sized.load_state_dict(module.state_dict())
+    torch.testing.assert_close(sized(x), module(x), atol=0, rtol=0)
+    larger = torch.randn(1, 16, 20, 12)  # 5×3 regions of 4×4 tokens instead of 3×3 of 7×4
+    assert sized.route(larger).shape == (1, 15, 2)
+    assert module.route(larger).shape == (1, 9, 2)
+    torch.testing.assert_close(sized(larger), bra_loops(sized, larger), atol=1e-5, rtol=0)
+
+
+def test_region_size_attention_cost_grows_linearly():
+    """Tokens ×4 with the grid following the map: FLOPs ×4 (plus the small regions² routing term), not ×16."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def flops(module, side):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(torch.zeros(1, 16, side, side, device="meta"))
+        return counter.get_total_flops()
+
+    fixed = BiLevelRoutingAttention(16, 4, 2, topk=2).to("meta")
+    sized = BiLevelRoutingAttention(16, 4, 2, topk=2, region_size=4).to("meta")
+    assert flops(sized, 16) == flops(fixed, 16)
+    assert flops(sized, 32) == pytest.approx(4 * flops(sized, 16), rel=0.03)
+    assert flops(fixed, 32) > 6 * flops(fixed, 16)
+
+
+def test_invalid_region_size_names_the_value():
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="region_size"):
+            BiLevelRoutingAttention(16, 4, 2, region_size=bad)
+
+
+def test_modules_saved_before_region_size_existed_still_run():
+    """Pickled modules carry their instance attributes only; the class supplies the missing default."""
+    module, x = make(SHAPES["divisible"])
+    expected = module(x)
+    del module.region_size
+    assert module.region_size is None
+    torch.testing.assert_close(module(x), expected, atol=0, rtol=0)
+    assert "region_size" not in repr(module)
+    assert "region_size=5" in repr(BiLevelRoutingAttention(16, 4, 2, region_size=5))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_onnx_export_with_region_size_follows_the_grid():
+    """Exported once, the graph re-derives the grid for every input size (it grows past 4·3 = 12)."""
+    ort = pytest.importorskip("onnxruntime")
+    module, x = make((1, 16, 12, 12, 3, 2, 3, None, 3, 4))
+    module.eval()
+    buffer = io.BytesIO()
+    axes = {"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h", 3: "w"}}
+    torch.onnx.export(module, (x,), buffer, dynamo=False, opset_version=17, input_names=["x"], output_names=["y"],
+                      dynamic_axes=axes)
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    for shape in [(1, 16, 12, 12), (2, 16, 21, 30), (1, 16, 5, 3)]:
+        other = torch.randn(*shape)
+        got = torch.from_numpy(session.run(None, {"x": other.numpy()})[0])
+        torch.testing.assert_close(got, module(other).detach(), atol=1e-4, rtol=0)
+
+
+def test_torch_compile_with_region_size_captures_one_graph():
+    module, x = make((2, 16, 18, 10, 2, 4, 3, None, 3, 4))
+    compiled = torch.compile(module, backend="eager", fullgraph=True, dynamic=False)
+    torch.testing.assert_close(compiled(x), module(x), atol=1e-5, rtol=0)
