@@ -82,6 +82,12 @@ Heads = Annotated[int | None, typer.Option("--heads", help="BRA attention heads;
                                            "channels.", show_default=False)]
 SideDwconv = Annotated[int | None, typer.Option("--side-dwconv", help="Kernel of BRA's local context conv on v "
                                                 "(odd; 0 = off).", show_default=False)]
+Preset = Annotated[str, typer.Option(
+    "--preset", help="BRA settings to start from: bracli (measured defaults: n_win 10, a head per 32 channels, "
+    "regions that keep their size as the input grows) or blog (n_win 7, 8 heads, a fixed grid).")]
+RegionSize = Annotated[str | None, typer.Option(
+    "--region-size", metavar="N|auto|none", help="BRA tokens per region side: auto (the grid grows with the input "
+    "beyond 640), none (a fixed n_win × n_win grid), or a number.", show_default=False)]
 QkDim = Annotated[int | None, typer.Option("--qk-dim", help="BRA q/k channels (default: each layer's channels).",
                                            show_default=False)]
 
@@ -97,15 +103,18 @@ ScaleList = Annotated[list[str] | None, typer.Option("--scale", "-s", help=_help
 NWinList = Annotated[list[int] | None, typer.Option("--n-win", help=_help(NWin), show_default=False)]
 TopkList = Annotated[list[int] | None, typer.Option("--topk", help=_help(Topk), show_default=False)]
 HeadsList = Annotated[list[int] | None, typer.Option("--heads", help=_help(Heads), show_default=False)]
+PresetList = Annotated[list[str] | None, typer.Option("--preset", help=_help(Preset) + " Default: bracli.",
+                                                      show_default=False)]
 BraAfterVariants = Annotated[list[str] | None, typer.Option(
     "--bra-after", "-a", help="Where to insert BRA, one variant per flag: p3, p4, p5, sppf, backbone-p3/p4/p5, psa "
     "(YOLO11/26), or none for the plain model (the baseline); a comma list (p3,p4) is one variant with several BRA "
     "layers. Default: none and p3.", show_default=False)]
 
 
-def bra_options(**values: int | None) -> dict[str, int]:
-    """The BRA options that were given (``None`` = the render default)."""
-    return {key: value for key, value in values.items() if value is not None}
+def bra_options(preset: str = "bracli", **values: int | str | None) -> dict[str, int | str]:
+    """The BRA options that were given (``None`` = the preset's), and the preset when it is not the default."""
+    given = {key: value for key, value in values.items() if value is not None}
+    return {"preset": preset, **given} if preset != "bracli" else given
 
 
 # Where a command's default differs from the usual one, and why (the consistency test reads this table).
@@ -113,8 +122,10 @@ DEFAULTS: dict[str, Any] = {"imgsz": 640, "device": None, "batch": 16, "json": N
                             "conf": None, "iou": None, "family": "yolov8", "task": "detect", "scale": None,
                             "bra_after": None, "n_win": None, "topk": None, "heads": None, "side_dwconv": None,
                             "qk_dim": None, "project": None, "name": None, "allow_download": False,
-                            "trust_checkpoint": False, "seed": 0}
+                            "trust_checkpoint": False, "seed": 0, "preset": "bracli",
+                            "region_size": None}
 COMMAND_DEFAULTS: dict[tuple[str, str], tuple[Any, str]] = {
+    ("ablate", "preset"): (None, "each value given is one variant; none given means bracli's"),
     ("val", "imgsz"): (None, "the size the checkpoint was trained at"),
     ("demo", "imgsz"): (320, "the demo trains in minutes on a CPU"),
     ("profile", "batch"): (1, "latency is quoted per image, as deployment sees it"),

@@ -55,11 +55,22 @@ def test_bad_variants_are_usage_errors(kwargs, message):
 
 
 def test_slug_names_only_options_that_differ_from_the_default():
-    default, = plan.expand(["p3"], topk=[4], n_win=[8])
-    other, = plan.expand(["p3"], topk=[8], n_win=[4], side_dwconv=5)
+    default, = plan.expand(["p3"], topk=[4], n_win=[10])
+    other, = plan.expand(["p3"], topk=[8], n_win=[4], side_dwconv=5, region_size="none")
     assert default.slug == "yolov8n-bra-p3"
-    assert other.slug == "yolov8n-bra-p3-nwin4-topk8-dw5"
+    assert other.slug == "yolov8n-bra-p3-nwin4-topk8-dw5-regionnone"
     assert plan.Variant.from_dict(other.to_dict()) == other
+
+
+def test_presets_are_an_axis_and_each_variant_renders_again_from_its_options():
+    ours, blog = plan.expand(["p3"], presets=["bracli", "blog"])
+    blog_topk, = plan.expand(["p3"], presets=["blog"], topk=[8])
+    assert (ours.slug, blog.slug, blog_topk.slug) == ("yolov8n-bra-p3", "yolov8n-bra-p3-blog",
+                                                      "yolov8n-bra-p3-blog-topk8")
+    from bracli import templates
+    for variant, (n_win, heads, region) in ((ours, (10, 2, 8)), (blog, (7, 8, None)), (blog_topk, (7, 8, None))):
+        layer, = templates.render("n", ["p3"], **variant.bra_options)[templates.METADATA_KEY]["layers"]
+        assert (layer["n_win"], layer["heads"], layer["region_size"]) == (n_win, heads, region), variant.slug
 
 
 SETTINGS = plan.Settings(data="/data/data.yaml", epochs=3, imgsz=64, batch=4, seed=0, extras={"lr0": "0.01"})

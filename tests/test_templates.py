@@ -161,9 +161,12 @@ def test_n_p3_is_the_tutorial_graph():
     assert [row[:3] for row in model["head"]] == tutorial_head
     assert model["backbone"] == shipped("yolov8", "detect")["backbone"]
     graph = rows(model)
-    assert graph[16] == [-1, 1, BRA_MODULE, [64, 8, 8, 4, 64, 3]]
+    assert graph[16] == [-1, 1, BRA_MODULE, [64, 10, 2, 4, 64, 3, True, 8]]  # bracli's preset
+    blog = rows(templates.render("n", ["p3"], preset="blog"))
+    assert blog[16] == [-1, 1, BRA_MODULE, [64, 7, 8, 4, 64, 3]]  # the tutorials' own settings, one flag away
     assert model[METADATA_KEY]["layers"] == [{"index": 16, "placement": "p3", "follows": 15, "channels": 64,
-                                             "stride": 8}]
+                                             "stride": 8, "n_win": 10, "heads": 2, "topk": 4, "qk_dim": 64,
+                                             "side_dwconv": 3, "region_size": 8}]
 
 
 REWIRE_CASES = [pytest.param(family, task, scale, placements, id=f"{family}-{task}-{scale}-{'+'.join(placements)}")
@@ -194,7 +197,9 @@ def test_render_rewires_every_consumer_through_bra(family, task, scale, placemen
         layer, module, _ = MEANING[family][placement]
         assert vanilla_rows[layer][2] == module
         dim = expected_channels(family, scale, vanilla_rows[layer][3][0])
-        assert args == [dim, 8, 8, 4, dim, 3]
+        stride = {m["index"]: m["stride"] for m in model["bra"]["layers"]}[i]
+        # bracli's preset: n_win 10, a head per 32 channels, regions of ⌈640 / (stride · n_win)⌉ tokens a side
+        assert args == [dim, 10, max(1, dim // 32), 4, dim, 3, True, -(-640 // (stride * 10))]
         followed[placement] = exprs[i - 1]
 
     # No consumer bypasses BRA: only BRA layers read a followed layer's raw output.
@@ -250,8 +255,12 @@ def test_rendering_leaves_the_template_untouched():
 def test_bra_options_reach_every_bra_layer():
     model = templates.render("l", ["p3", "p5"], nc=3, n_win=10, topk=7, heads=4, side_dwconv=5, qk_dim=128)
     assert model["nc"] == 3
-    assert [row[3] for row in rows(model) if row[2] == BRA_MODULE] == [[256, 10, 4, 7, 128, 5],
-                                                                       [512, 10, 4, 7, 128, 5]]
+    assert [row[3] for row in rows(model) if row[2] == BRA_MODULE] == [[256, 10, 4, 7, 128, 5, True, 8],
+                                                                       [512, 10, 4, 7, 128, 5, True, 2]]
+    fixed = templates.render("l", ["p3"], region_size="none", heads=4)
+    assert [row[3] for row in rows(fixed) if row[2] == BRA_MODULE] == [[256, 10, 4, 4, 256, 3]]
+    blog = templates.render("n", ["p3"], preset="blog")
+    assert [row[3] for row in rows(blog) if row[2] == BRA_MODULE] == [[64, 7, 8, 4, 64, 3]]
     assert model["head"][-1][3] == ["nc"]  # Detect reads nc from the top level, as in ultralytics' files
     segment = templates.render("n", ["p4"], family="yolo26", task="segment", nc=2)
     assert segment["nc"] == 2 and segment["head"][-1][3] == ["nc", 32, 256]
@@ -339,8 +348,10 @@ def test_describe_placements_agrees_with_the_graph(family, task):
         (lambda: templates.render("n", ["p3"], heads=7), "heads=7 does not divide the dim=64 channels at p3"),
         (lambda: templates.render("m", ["p5"], heads=5), "heads=5 does not divide the dim=576 channels at p5"),
         (lambda: templates.render("n", ["psa"], family="yolo11", heads=7), "dim=256 channels at psa"),
-        (lambda: templates.render("n", ["p3"], qk_dim=12), "qk_dim=12"),
-        (lambda: templates.render("n", ["p3"], topk=65), "topk=65"),
+        (lambda: templates.render("n", ["p3"], qk_dim=12, heads=8), "qk_dim=12"),
+        (lambda: templates.render("n", ["p3"], topk=101), "topk=101"),
+        (lambda: templates.render("n", ["p3"], region_size="big"), "region_size='big'"),
+        (lambda: templates.render("n", ["p3"], preset="paper"), "unknown preset 'paper'"),
         (lambda: templates.render("n", ["p3"], n_win=0), "n_win=0"),
         (lambda: templates.render("n", ["p3"], heads=0), "heads=0"),
         (lambda: templates.render("n", ["p3"], topk=-1), "topk=-1"),

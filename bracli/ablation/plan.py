@@ -9,7 +9,6 @@ rebuild the table; a re-run reads them to skip finished variants and resume an i
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import json
 import queue
@@ -28,10 +27,10 @@ ABLATION_FILE = "ablation.json"
 VARIANT_FILE = "variant.json"
 LOG_FILE = "train.log"
 DEFAULT_PLACEMENTS = ("none", "p3")
-BRA_KEYS = ("n_win", "topk", "heads", "side_dwconv", "qk_dim")  # in the variant's folder name when not default
-SHORT = {"n_win": "nwin", "topk": "topk", "heads": "heads", "side_dwconv": "dw", "qk_dim": "qk"}
-RENDER_DEFAULTS = {key: p.default for key, p in inspect.signature(templates.render).parameters.items()
-                   if key in BRA_KEYS}
+# A variant's BRA settings; its folder name shows the preset and each option that differs from that preset's
+BRA_KEYS = ("preset", "n_win", "topk", "heads", "side_dwconv", "qk_dim", "region_size")
+SHORT = {"n_win": "nwin", "topk": "topk", "heads": "heads", "side_dwconv": "dw", "qk_dim": "qk",
+         "region_size": "region"}
 FINISHED, FAILED = "done", "failed"
 
 T = TypeVar("T")
@@ -47,18 +46,28 @@ class Variant:
     task: str
     scale: str
     placements: tuple[str, ...]
-    bra: tuple[tuple[str, int | None], ...] = ()  # resolved BRA options; empty for the plain model
+    bra: tuple[tuple[str, int | str | None], ...] = ()  # resolved BRA settings; empty for the plain model
 
     @property
     def slug(self) -> str:
-        """The variant's folder name: the rendered model's name, plus each BRA option that is not the default."""
+        """The variant's folder name: the rendered model's name, the preset when it is not the default, and
+        each BRA option that differs from the preset."""
         stem = Path(templates.model_filename(self.scale, list(self.placements), self.family, self.task)).stem
-        return stem + "".join(f"-{SHORT[key]}{value}" for key, value in self.bra
-                              if value is not None and value != RENDER_DEFAULTS[key])
+        options = dict(self.bra)
+        preset = options.pop("preset", templates.DEFAULT_PRESET)
+        defaults = templates.PRESETS[preset]
+        parts = [f"-{preset}"] if preset != templates.DEFAULT_PRESET else []
+        parts += [f"-{SHORT[key]}{'none' if value is None else value}" for key, value in options.items()
+                  if value != defaults.get(key)]
+        return stem + "".join(parts)
 
     @property
-    def bra_options(self) -> dict[str, int]:
-        return {key: value for key, value in self.bra if value is not None}
+    def bra_options(self) -> dict[str, int | str]:
+        """What renders this variant again: the preset, the options over it (a fixed grid as ``"none"``)."""
+        options = dict(self.bra)
+        if "region_size" in options and options["region_size"] is None:
+            options["region_size"] = "none"
+        return {key: value for key, value in options.items() if value is not None}
 
     @property
     def baseline_key(self) -> tuple[str, str, str]:
@@ -93,15 +102,17 @@ class Settings:
 
 def expand(bra_after: Sequence[str] | None = None, *, families: Sequence[str] | None = None,
            tasks: Sequence[str] | None = None, scales: Sequence[str] | None = None,
-           n_win: Sequence[int] | None = None, topk: Sequence[int] | None = None, heads: Sequence[int] | None = None,
-           side_dwconv: int | None = None, qk_dim: int | None = None) -> list[Variant]:
+           presets: Sequence[str] | None = None, n_win: Sequence[int] | None = None,
+           topk: Sequence[int] | None = None, heads: Sequence[int] | None = None, side_dwconv: int | None = None,
+           qk_dim: int | None = None, region_size: str | None = None) -> list[Variant]:
     """Every combination of the axes, each rendered once to check it; the plain model once per family/task/scale.
 
     Each ``bra_after`` value is one variant (a comma list: several BRA layers in one model). A value given
     twice on any axis, or two values that make the same model, is a usage error.
     """
     axes = {"--family": families or ["yolov8"], "--task": tasks or ["detect"], "--scale": scales or ["n"],
-            "--n-win": n_win or [None], "--topk": topk or [None], "--heads": heads or [None]}
+            "--preset": presets or [templates.DEFAULT_PRESET], "--n-win": n_win or [None], "--topk": topk or [None],
+            "--heads": heads or [None]}
     for flag, values in axes.items():
         normalised = [v.strip().lower() if isinstance(v, str) else v for v in values]
         twice = [v for i, v in enumerate(normalised) if v in normalised[:i]]
@@ -119,12 +130,14 @@ def expand(bra_after: Sequence[str] | None = None, *, families: Sequence[str] | 
     for family, task, scale in itertools.product(axes["--family"], axes["--task"], axes["--scale"]):
         for value in bra_after or DEFAULT_PLACEMENTS:
             placements = tuple(templates.parse_placements([value], family, task))
-            bra_axes = itertools.product(axes["--n-win"], axes["--topk"], axes["--heads"]) if placements else [()]
+            bra_axes = itertools.product(axes["--preset"], axes["--n-win"], axes["--topk"],
+                                         axes["--heads"]) if placements else [()]
             for combo in bra_axes:
-                options = {k: v for k, v in zip(("n_win", "topk", "heads"), combo, strict=False) if v is not None}
+                options = {k: v for k, v in zip(("preset", "n_win", "topk", "heads"), combo, strict=False)
+                           if v is not None}
                 if placements:
-                    options.update({k: v for k, v in (("side_dwconv", side_dwconv), ("qk_dim", qk_dim))
-                                    if v is not None})
+                    options.update({k: v for k, v in (("side_dwconv", side_dwconv), ("qk_dim", qk_dim),
+                                                      ("region_size", region_size)) if v is not None})
                 meta = templates.render(scale, list(placements), family=family, task=task,
                                         **options)[templates.METADATA_KEY]
                 bra = tuple((key, meta[key]) for key in BRA_KEYS) if placements else ()

@@ -19,8 +19,8 @@ EPILOG = ("Example: bra ablate data.yaml --bra-after none --bra-after p3 --bra-a
           "--device 0,1,2,3   ·  The table again: bra ablate --report runs/ablate/data")
 OWN_EXTRAS = {"epochs": "--epochs", "imgsz": "--imgsz", "batch": "--batch", "device": "--device",
               "workers": "--workers", "seed": "--seed"}
-VARIANT_FLAGS = ("--bra-after", "--family", "--task", "--scale", "--n-win", "--topk", "--heads", "--side-dwconv",
-                 "--qk-dim", "--weights")
+VARIANT_FLAGS = ("--bra-after", "--family", "--task", "--scale", "--preset", "--n-win", "--topk", "--heads",
+                 "--side-dwconv", "--qk-dim", "--region-size", "--weights")
 
 
 def command(
@@ -32,11 +32,13 @@ def command(
     family: options.FamilyList = None,
     task: options.TaskList = None,
     scale: options.ScaleList = None,
+    preset: options.PresetList = None,
     n_win: options.NWinList = None,
     topk: options.TopkList = None,
     heads: options.HeadsList = None,
     side_dwconv: options.SideDwconv = None,
     qk_dim: options.QkDim = None,
+    region_size: options.RegionSize = None,
     weights: Annotated[Path | None, typer.Option("--weights", help="Local checkpoint every variant starts from "
                                                   "(weights move across inserted layers).",
                                                   show_default=False)] = None,
@@ -69,8 +71,9 @@ def command(
 
         check_writable(plot, force)
     if report is not None:
-        given = [flag for flag, value in zip(VARIANT_FLAGS, (bra_after, family, task, scale, n_win, topk, heads,
-                                                             side_dwconv, qk_dim, weights), strict=True) if value]
+        given = [flag for flag, value in zip(VARIANT_FLAGS, (bra_after, family, task, scale, preset, n_win, topk,
+                                                             heads, side_dwconv, qk_dim, region_size, weights),
+                                                  strict=True) if value]
         if args or given:
             raise UsageError(f"--report reads a finished folder; drop {', '.join(given) or 'the data and extras'}")
         from bracli.ablation.report import read_report
@@ -84,8 +87,8 @@ def command(
     device = options.device(device)
     from bracli.ablation import plan
 
-    variants = plan.expand(bra_after, families=family, tasks=task, scales=scale, n_win=n_win, topk=topk,
-                           heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim)
+    variants = plan.expand(bra_after, families=family, tasks=task, scales=scale, presets=preset, n_win=n_win,
+                           topk=topk, heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim, region_size=region_size)
     data = Path(paths[0]).expanduser().resolve() if paths else None
     if data is not None and not data.is_file():
         raise BracliError(f"data file not found: {data}")

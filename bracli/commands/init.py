@@ -31,6 +31,8 @@ def command(
     scale: options.Scale = None,
     bra_after: options.BraAfter = None,
     nc: int = typer.Option(80, "--nc", max=options.MAX_CLASSES, help="Number of classes."),
+    preset: options.Preset = "bracli",
+    region_size: options.RegionSize = None,
     n_win: options.NWin = None,
     topk: options.Topk = None,
     heads: options.Heads = None,
@@ -63,7 +65,8 @@ def command(
     if not placements and not asked_for_none:
         raise UsageError(f"--bra-after got no placement; give at least one, or {templates.NO_BRA} for the plain model "
                          "(see bra init --list)")
-    bra = options.bra_options(n_win=n_win, topk=topk, heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim)
+    bra = options.bra_options(preset, n_win=n_win, topk=topk, heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim,
+                              region_size=region_size)
     model = templates.render(scale, placements, family=family, task=task, nc=nc, **bra)
     path = out_path if out_path is not None else Path(templates.model_filename(scale, placements, family, task))
     _check_name(path, scale, family)
@@ -135,6 +138,7 @@ def _print_summary(summary: InitSummary, model: dict[str, Any], out: Output) -> 
     from rich import box
     from rich.table import Table
 
+    from bracli.nn.options import region_grid
     from bracli.templates import METADATA_KEY
 
     meta = model[METADATA_KEY]
@@ -146,25 +150,29 @@ def _print_summary(summary: InitSummary, model: dict[str, Any], out: Output) -> 
         return
     bra_params = sum(layer["params"] for layer in summary.bra_layers)
     bra_gflops = sum(layer["gflops"] for layer in summary.bra_layers)
-    qk_dim = f", qk_dim={meta['qk_dim']}" if meta["qk_dim"] is not None else ""
     out.info(f"{summary.title} + BRA, nc={model['nc']}: {size} ({bra_params:,} in BRA), {summary.gflops:.2f} GFLOPs "
-             f"at {summary.imgsz} ({bra_gflops:.2f} in BRA; a multiply-add counts 2); n_win={meta['n_win']}, "
-             f"topk={meta['topk']}, heads={meta['heads']}, side_dwconv={meta['side_dwconv']}{qk_dim}")
+             f"at {summary.imgsz} ({bra_gflops:.2f} in BRA; a multiply-add counts 2); preset {meta['preset']}: "
+             f"n_win={meta['n_win']}, topk={meta['topk']}, side_dwconv={meta['side_dwconv']}")
     table = Table(title=f"BRA layers, feature maps at {summary.imgsz}×{summary.imgsz} input", title_justify="left",
-                  box=box.SIMPLE_HEAD)
-    for column in ("layer", "placement", "after", "C×H×W", "region", "params", "GFLOPs"):
-        table.add_column(column, justify="right" if column in ("layer", "params", "GFLOPs") else "left")
-    n_win = meta["n_win"]
+                  box=box.SIMPLE_HEAD, pad_edge=False)  # fits 80 columns: the layer it follows is layer - 1
+    for column in ("layer", "placement", "C×H×W", "heads", "regions", "params", "GFLOPs"):
+        table.add_column(column, justify="right" if column in ("layer", "heads", "params", "GFLOPs") else "left",
+                         no_wrap=True)
+    any_padded = False
     for layer in summary.bra_layers:
         channels, height, width = layer["input"]
-        region_h, region_w = -(-height // n_win), -(-width // n_win)
-        padded = " padded" if height % n_win or width % n_win else ""
-        table.add_row(str(layer["index"]), layer["placement"], f"{layer['follows']} {layer['module']}",
-                      f"{channels}×{height}×{width}", f"{region_h}×{region_w}{padded}", f"{layer['params']:,}",
+        n_win = layer["n_win"]
+        rows, cols, region_h, region_w = region_grid(height, width, n_win, layer["region_size"])
+        padded = "*" if (rows * region_h, cols * region_w) != (height, width) else ""
+        any_padded = any_padded or bool(padded)
+        table.add_row(str(layer["index"]), layer["placement"], f"{channels}×{height}×{width}", str(layer["heads"]),
+                      f"{rows}×{cols} of {region_h}×{region_w}{padded}", f"{layer['params']:,}",
                       f"{layer['gflops']:.3f}")
         if n_win > min(height, width):
             out.warn(f"n_win={n_win} exceeds the {height}×{width} map at {layer['placement']} for {summary.imgsz} "
                      "input: most regions would be padding; try a smaller --n-win")
+    if any_padded:
+        table.caption, table.caption_justify = "* the map is zero-padded to whole regions", "left"
     out.print(table)
 
 

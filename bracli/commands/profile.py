@@ -26,6 +26,8 @@ def command(
     task: options.Task = "detect",
     scale: options.Scale = None,
     bra_after: options.BraAfter = None,
+    preset: options.Preset = "bracli",
+    region_size: options.RegionSize = None,
     gflops: bool | None = typer.Option(None, "--gflops/--no-gflops", help="Parameters and FLOPs counted at the "
                                        "full input size, per BRA layer, next to ultralytics' estimate.",
                                        show_default=False),
@@ -69,7 +71,8 @@ def command(
     with out.console.status("profiling…") as status:
         result = measure_cost(model, sizes, batch=batch, device=device, gflops=measure[0], latency=measure[1],
                               memory=measure[2], compare=compare, scale=scale, bra_after=bra_after, family=family,
-                              task=task, warmup=warmup,
+                              task=task, bra=options.bra_options(preset, region_size=region_size),
+                              warmup=warmup,
                               runs=runs, progress=lambda message: status.update(f"profiling: {message}"),
                               notice=out.warn)
     _render(result, out)
@@ -173,18 +176,20 @@ def _cost_table(model: ModelCost):
 def _bra_table(model: ModelCost):
     table = _table(f"BRA layers of {model.name}", ["layer", "imgsz", "input C×H×W", "regions", "padded", "GFLOPs",
                                                   "share", "params"])
+    from bracli.nn.options import region_grid
+
     for index, params in model.bra_params.items():
-        n_win = model.bra_n_win[index]
+        n_win, region_size = model.bra_n_win[index], model.bra_region_size.get(index)
         for size in model.sizes:
             flops = size.flops
             shape = flops.bra_input_shapes.get(index)
             regions = padded = "—"
             if shape:
                 height, width = shape[2], shape[3]
-                region_h, region_w = -(-height // n_win), -(-width // n_win)
-                regions = f"{n_win}² of {region_h}×{region_w}"
-                if (region_h * n_win, region_w * n_win) != (height, width):
-                    padded = f"{region_h * n_win}×{region_w * n_win}"
+                rows, cols, region_h, region_w = region_grid(height, width, n_win, region_size)
+                regions = f"{rows}×{cols} of {region_h}×{region_w}"
+                if (region_h * rows, region_w * cols) != (height, width):
+                    padded = f"{region_h * rows}×{region_w * cols}"
             table.add_row(f"{index} {model.bra_placements.get(index, '')}".strip(), _size(size.imgsz),
                           "×".join(str(v) for v in shape[1:]) if shape else "—", regions, padded,
                           f"{flops.bra_layers.get(index, 0.0):.3f}", f"{flops.bra_shares.get(index, 0.0):.1%}",

@@ -31,6 +31,8 @@ def command(
     task: options.Task = "detect",
     scale: options.Scale = None,
     bra_after: options.BraAfter = None,
+    preset: options.Preset = "bracli",
+    region_size: options.RegionSize = None,
     n_win: options.NWin = None,
     topk: options.Topk = None,
     heads: options.Heads = None,
@@ -61,7 +63,8 @@ def command(
         notice = out.warn if world.main else _quiet
         paths, extra_pairs = options.split_positionals(args, 2 if resume else 1, "data file")
         extras = options.parse_extras(extra_pairs, OWN_EXTRAS)
-        bra = options.bra_options(n_win=n_win, topk=topk, heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim)
+        bra = options.bra_options(preset, n_win=n_win, topk=topk, heads=heads, side_dwconv=side_dwconv,
+                                  qk_dim=qk_dim, region_size=region_size)
         rendering = {"--bra-after": bra_after, "--family": family != "yolov8", "--task": task != "detect"}
         given = [flag for flag, value in rendering.items() if value] + [f"--{k.replace('_', '-')}" for k in bra]
         if model and given:

@@ -31,16 +31,18 @@ def ultralytics_gflops(model: nn.Module, imgsz: int | Sequence[int] = 640) -> fl
 
 def resolve_model(spec: str | Path | dict[str, Any] | None = None, *, scale: str | None = None,
                   bra_after: Sequence[str] | None = None, family: str = "yolov8", task: str = "detect",
+                  bra: dict[str, Any] | None = None,
                   notice: Callable[[str], None] | None = None) -> tuple[nn.Module, str]:
     """Build the model to measure and name it: a model YAML, a ``.pt`` checkpoint, a model dict, or — with no
-    ``spec`` — ``templates.render(scale, bra_after, family=, task=)`` (default ``n`` with BRA after ``p3``)."""
-    if spec is not None and (bra_after or family != "yolov8" or task != "detect"):
-        raise UsageError("give either a MODEL or --bra-after/--family/--task, not both")
+    ``spec`` — ``templates.render(scale, bra_after, family=, task=, **bra)`` (default ``n`` with BRA after
+    ``p3``, bracli's preset)."""
+    if spec is not None and (bra_after or family != "yolov8" or task != "detect" or bra):
+        raise UsageError("give either a MODEL or --bra-after/--family/--task/BRA options, not both")
     if spec is None:
         scale = scale or "n"
         placements = templates.parse_placements(bra_after or ["p3"], family, task)
         name = Path(templates.model_filename(scale, placements, family, task)).stem
-        return models.build(templates.render(scale, placements, family=family, task=task)), name
+        return models.build(templates.render(scale, placements, family=family, task=task, **(bra or {}))), name
     if isinstance(spec, dict):
         meta = spec.get(templates.METADATA_KEY)
         name = Path(templates.model_filename(spec["scale"], meta["placements"], meta.get("family", "yolov8"),
@@ -88,7 +90,7 @@ def measure_cost(model_spec: str | Path | dict[str, Any] | None = None,
                  imgsz: Sequence[int | Sequence[int]] = (640,), batch: int = 1, device: str | None = None,
                  gflops: bool = True, latency: bool = True, memory: bool = True, compare: bool = True, *,
                  scale: str | None = None, bra_after: Sequence[str] | None = None, family: str = "yolov8",
-                 task: str = "detect", warmup: int = 3, runs: int = 10,
+                 task: str = "detect", bra: dict[str, Any] | None = None, warmup: int = 3, runs: int = 10,
                  progress: Callable[[str], None] | None = None,
                  notice: Callable[[str], None] | None = None) -> CostReport:
     """Measure a model at each input size, and the plain model of its family, task and scale when ``compare``.
@@ -106,7 +108,7 @@ def measure_cost(model_spec: str | Path | dict[str, Any] | None = None,
     sizes = list(dict.fromkeys(tuple(rounded[side] for side in as_hw(size)) for size in imgsz))
     report = progress or (lambda _message: None)
     report("building the model")
-    model, name = resolve_model(model_spec, scale=scale, bra_after=bra_after, family=family, task=task,
+    model, name = resolve_model(model_spec, scale=scale, bra_after=bra_after, family=family, task=task, bra=bra,
                                 notice=notice)
     notes: list[str] = []
     candidates = [(model, name)]
@@ -146,12 +148,12 @@ def _describe(model: nn.Module, name: str) -> ModelCost:
     info = getattr(model, "yaml", None) or {}
     placements = {layer["index"]: layer["placement"]
                   for layer in (info.get(templates.METADATA_KEY) or {}).get("layers", [])}
-    bra_params, bra_n_win = {}, {}
+    bra_params, bra_n_win, bra_region_size = {}, {}, {}
     for index, layer in enumerate(model_layers(model)):
         bras = [m for m in layer.modules() if isinstance(m, BiLevelRoutingAttention)]
         if bras:
             bra_params[index] = sum(p.numel() for m in bras for p in m.parameters())
-            bra_n_win[index] = bras[0].n_win
+            bra_n_win[index], bra_region_size[index] = bras[0].n_win, bras[0].region_size
     return ModelCost(name=name, scale=info.get("scale"), params=sum(p.numel() for p in model.parameters()),
                      bra_params=bra_params, bra_placements={i: placements[i] for i in bra_params if i in placements},
-                     bra_n_win=bra_n_win)
+                     bra_n_win=bra_n_win, bra_region_size=bra_region_size)

@@ -47,12 +47,14 @@ class ModelCost:
     params: int
     bra_params: dict[int, int]  # parameters of the BRA modules per top-level layer index
     bra_placements: dict[int, str]  # top-level layer index -> placement name, when the model records it
-    bra_n_win: dict[int, int]  # top-level layer index -> regions per side of its BRA
+    bra_n_win: dict[int, int]  # top-level layer index -> regions per side of its BRA (the least, with a region size)
+    bra_region_size: dict[int, int | None] = field(default_factory=dict)  # tokens per region side, None = fixed grid
     sizes: list[SizeCost] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "scale": self.scale, "params": self.params, "bra_params": self.bra_params,
                 "bra_placements": self.bra_placements, "bra_n_win": self.bra_n_win,
+                "bra_region_size": self.bra_region_size,
                 "sizes": [s.to_dict() for s in self.sizes]}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import yaml
 
 from bracli import __version__
 from bracli.errors import UsageError
-from bracli.nn.options import check_bra_options
+from bracli.nn.options import check_bra_options, check_region_size
+from bracli.options import MAX_CLASSES
 from bracli.templates.graphs import (
     FAMILY_TITLES,
     NO_BRA,
@@ -31,7 +33,17 @@ from bracli.templates.graphs import (
 )
 
 BRA_MODULE = "BiLevelRoutingAttention"
-BRA_ARGS = ("dim", "n_win", "num_heads", "topk", "qk_dim", "side_dwconv")  # the module's positional args
+BRA_ARGS = ("dim", "n_win", "num_heads", "topk", "qk_dim", "side_dwconv", "auto_pad", "region_size")  # positional
+AUTO, PER_32 = "auto", "per32"
+HEAD_WIDTH = 32  # channels per head in BiFormer's own models
+REGION_REFERENCE_IMGSZ = 640  # region_size "auto": the grid is exactly n_win × n_win up to this input size
+# Measured on this project's machines (docs/bra.md, benchmarks/README.md): bracli's defaults cost ~1.1× the
+# plain detector on CPU at any input size; the blog's configuration is one flag away.
+PRESETS: dict[str, dict[str, Any]] = {
+    "bracli": {"n_win": 10, "topk": 4, "heads": PER_32, "side_dwconv": 3, "qk_dim": None, "region_size": AUTO},
+    "blog": {"n_win": 7, "topk": 4, "heads": 8, "side_dwconv": 3, "qk_dim": None, "region_size": None},
+}
+DEFAULT_PRESET = "bracli"
 METADATA_KEY = "bra"  # where a rendered dict records its BRA layers; ultralytics ignores keys it does not read
 GRAPH_KEYS = ("scale", "scales", "backbone", "head")  # written by the renderer; other template keys are copied
 TASK_TITLES = {"detect": "object detection", "segment": "instance segmentation"}
@@ -65,10 +77,16 @@ def index_map(placements: Sequence[str], family: str = "yolov8", task: str = "de
 
 
 def render(scale: str, placements: Sequence[str] = ("p3",), *, family: str = "yolov8", task: str = "detect",
-           nc: int = 80, n_win: int = 8, topk: int = 4, heads: int = 8, side_dwconv: int = 3,
-           qk_dim: int | None = None) -> dict[str, Any]:
+           nc: int = 80, preset: str = DEFAULT_PRESET, n_win: int | None = None, topk: int | None = None,
+           heads: int | None = None, side_dwconv: int | None = None, qk_dim: int | None = None,
+           region_size: int | str | None = None) -> dict[str, Any]:
     """The model dict of ``family``/``task`` at ``scale`` with a BRA layer after each placement, ready for
     ultralytics' ``DetectionModel`` / ``SegmentationModel``.
+
+    BRA options left ``None`` come from ``preset`` (``PRESETS``): bracli's measured defaults, or the blog's
+    configuration. Under bracli's preset, heads are one per 32 channels of each layer, and ``region_size``
+    is ``"auto"``: ``⌈640 / (stride · n_win)⌉`` tokens per region side for each layer (the grid is
+    ``n_win × n_win`` up to a 640 input and grows beyond). ``region_size="none"`` keeps the grid fixed.
 
     Every consumer of a feature that gets BRA now reads BRA's output: absolute ``from`` indices and the
     head's inputs are remapped, relative ones stay relative. No placements (or ``["none"]``) gives the plain
@@ -79,9 +97,10 @@ def render(scale: str, placements: Sequence[str] = ("p3",), *, family: str = "yo
     check_task(task)
     check_scale(scale)
     chosen = parse_placements(placements, family, task)
-    if not isinstance(nc, int) or isinstance(nc, bool) or nc < 1:
-        raise UsageError(f"nc={nc!r} is invalid; it must be a positive integer")
-    check_bra_options(n_win=n_win, num_heads=heads, topk=topk, side_dwconv=side_dwconv, qk_dim=qk_dim)
+    if not isinstance(nc, int) or isinstance(nc, bool) or not 1 <= nc <= MAX_CLASSES:
+        raise UsageError(f"nc={nc!r} is invalid; it must be a whole number of classes from 1 to {MAX_CLASSES:,}")
+    options = resolve_options(preset, n_win=n_win, topk=topk, heads=heads, side_dwconv=side_dwconv,
+                              qk_dim=qk_dim, region_size=region_size)
     graph = template(family, task)
     data = graph.data
     new_index = index_map(chosen, family, task)
@@ -95,14 +114,12 @@ def render(scale: str, placements: Sequence[str] = ("p3",), *, family: str = "yo
         part = backbone if old < n_backbone else head
         part.append([_remap(frm, old, new_index[old], source), repeats, module, list(args)])
         if old in bra_after:
-            name = bra_after[old]
+            name, stride = bra_after[old], graph.strides[old]
             dim = channels(graph.rows[old], scale, data["scales"])
-            layer_qk_dim = dim if qk_dim is None else qk_dim
-            check_bra_options(n_win=n_win, num_heads=heads, topk=topk, side_dwconv=side_dwconv, qk_dim=layer_qk_dim,
-                              dim=dim, where=f" at {name} for scale {scale}")
-            part.append([-1, 1, BRA_MODULE, [dim, n_win, heads, topk, layer_qk_dim, side_dwconv]])
+            layer = layer_options(options, dim, stride, where=f" at {name} for scale {scale}")
+            part.append([-1, 1, BRA_MODULE, bra_args(dim, layer)])
             layers.append({"index": new_index[old] + 1, "placement": name, "follows": new_index[old],
-                           "channels": dim, "stride": graph.strides[old]})
+                           "channels": dim, "stride": stride, **layer})
     extra = {key: value for key, value in data.items() if key not in ("nc", *GRAPH_KEYS)}
     return {
         "nc": nc,
@@ -111,9 +128,78 @@ def render(scale: str, placements: Sequence[str] = ("p3",), *, family: str = "yo
         "scales": {name: list(values) for name, values in data["scales"].items()},
         "backbone": backbone,
         "head": head,
-        METADATA_KEY: {"family": family, "task": task, "template": graph.file, "placements": chosen, "n_win": n_win,
-                       "topk": topk, "heads": heads, "side_dwconv": side_dwconv, "qk_dim": qk_dim, "layers": layers},
+        METADATA_KEY: {"family": family, "task": task, "template": graph.file, "placements": chosen,
+                       **options.to_dict(), "layers": layers},
     }
+
+
+@dataclass(frozen=True)
+class BraSettings:
+    """BRA options as given or taken from a preset; ``heads``/``region_size`` may be per-layer rules."""
+
+    preset: str
+    n_win: int
+    topk: int
+    heads: int | str  # a number, or PER_32: one head per 32 channels of each layer
+    side_dwconv: int
+    qk_dim: int | None
+    region_size: int | str | None  # a number, AUTO (from the stride), or None (fixed n_win × n_win grid)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_options(preset: str = DEFAULT_PRESET, **given: Any) -> BraSettings:
+    """``given`` BRA options over the preset's, checked; ``region_size`` ``"none"`` means a fixed grid."""
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset '{preset}'; choose {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in given.items() if v is not None}}
+    region = values.get("region_size")
+    if isinstance(region, str):
+        if region.strip().lower() in ("none", "fixed"):
+            region = None
+        elif region.strip().lower() == AUTO:
+            region = AUTO
+        elif region.strip().isdigit():
+            region = int(region)
+        else:
+            raise UsageError(f"region_size={region!r} is invalid; give tokens per region side, {AUTO} or none")
+    settings = BraSettings(preset=preset, n_win=values["n_win"], topk=values["topk"], heads=values["heads"],
+                           side_dwconv=values["side_dwconv"], qk_dim=values.get("qk_dim"), region_size=region)
+    check_bra_options(n_win=settings.n_win, num_heads=1 if settings.heads == PER_32 else settings.heads,
+                      topk=settings.topk, side_dwconv=settings.side_dwconv, qk_dim=settings.qk_dim)
+    if region not in (None, AUTO):
+        check_region_size(region)
+    return settings
+
+
+def layer_options(settings: BraSettings, dim: int, stride: int, where: str = "") -> dict[str, Any]:
+    """The BRA options of one layer: heads from its channels, region size from its stride, all checked."""
+    qk_dim = dim if settings.qk_dim is None else settings.qk_dim
+    heads = heads_for(dim, qk_dim) if settings.heads == PER_32 else settings.heads
+    region = settings.region_size
+    if region == AUTO:
+        region = -(-REGION_REFERENCE_IMGSZ // (stride * settings.n_win))
+    check_bra_options(n_win=settings.n_win, num_heads=heads, topk=settings.topk, side_dwconv=settings.side_dwconv,
+                      qk_dim=qk_dim, dim=dim, where=where)
+    return {"n_win": settings.n_win, "heads": heads, "topk": settings.topk, "qk_dim": qk_dim,
+            "side_dwconv": settings.side_dwconv, "region_size": region}
+
+
+def heads_for(dim: int, qk_dim: int | None = None) -> int:
+    """One head per 32 channels (BiFormer's own models), at least one: the largest count up to ``dim // 32``
+    that divides both ``dim`` and ``qk_dim`` (rendered channels are multiples of 8)."""
+    qk_dim = dim if qk_dim is None else qk_dim
+    heads = max(1, dim // HEAD_WIDTH)
+    while dim % heads or qk_dim % heads:
+        heads -= 1
+    return heads
+
+
+def bra_args(dim: int, layer: dict[str, Any]) -> list[Any]:
+    """The module's positional arguments; the region size (and auto_pad before it) only when it is set."""
+    args = [dim, layer["n_win"], layer["heads"], layer["topk"], layer["qk_dim"], layer["side_dwconv"]]
+    return [*args, True, layer["region_size"]] if layer["region_size"] is not None else args
 
 
 def command_line(model: dict[str, Any]) -> str:
@@ -128,10 +214,13 @@ def command_line(model: dict[str, Any]) -> str:
     parts += [f"--scale {model['scale']}", f"--bra-after {','.join(meta['placements']) or NO_BRA}",
               f"--nc {model['nc']}"]
     if meta["placements"]:
-        parts += [f"--n-win {meta['n_win']}", f"--topk {meta['topk']}", f"--heads {meta['heads']}",
-                  f"--side-dwconv {meta['side_dwconv']}"]
-        if meta["qk_dim"] is not None:
-            parts.append(f"--qk-dim {meta['qk_dim']}")
+        preset = meta.get("preset", DEFAULT_PRESET)
+        if preset != DEFAULT_PRESET:
+            parts.append(f"--preset {preset}")
+        differs = {key: meta.get(key) for key in ("n_win", "topk", "heads", "side_dwconv", "qk_dim", "region_size")
+                   if meta.get(key) != PRESETS[preset].get(key)}
+        for key, value in differs.items():
+            parts.append(f"--{key.replace('_', '-')} {'none' if value is None else value}")
     return " ".join(parts)
 
 
@@ -162,7 +251,8 @@ def default_header(model: dict[str, Any]) -> str:
         "and run bra init again for another scale.",
     ]
     if meta["layers"]:
-        lines[-1] += " BRA args: [dim, n_win, num_heads, topk, qk_dim, side_dwconv]."
+        lines[-1] += (" BRA args: [dim, n_win, num_heads, topk, qk_dim, side_dwconv] (then auto_pad, region_size "
+                      "when regions have a fixed size).")
         lines.append("Use: `import bracli`, then YOLO('<this file>') in Python, or give this file to bra.")
     return "\n".join(lines)
 

@@ -48,7 +48,18 @@ def test_writes_the_rendered_yaml_and_summarises_it(workdir, capsys):
     assert f"{params:,} parameters" in out
     assert f"{flops.total_gflops:.2f} GFLOPs at 640" in out
     assert type(built.model[16]).__name__ == "BiLevelRoutingAttention"
-    assert re.search(rf"16\s+p3\s+15 C2f\s+64×80×80\s+10×10\s+[\d,]+\s+{flops.bra_layers[16]:.3f}", out)
+    assert re.search(rf"16\s+p3\s+64×80×80\s+2\s+10×10 of 8×8\s+[\d,]+\s+{flops.bra_layers[16]:.3f}", out)
+
+
+def test_the_blog_preset_writes_the_blog_row_and_marks_padded_maps(workdir, capsys):
+    assert run_init("--preset", "blog", "--out", "yolov8n-blog.yaml") == 0
+    model = yaml.safe_load((workdir / "yolov8n-blog.yaml").read_text())
+    row, = [row for row in model["backbone"] + model["head"] if row[2] == "BiLevelRoutingAttention"]
+    assert row == [-1, 1, "BiLevelRoutingAttention", [64, 7, 8, 4, 64, 3]]
+    out = capsys.readouterr().out
+    assert re.search(r"16\s+p3\s+64×80×80\s+8\s+7×7 of 12×12\*", out), out
+    assert "* the map is zero-padded to whole regions" in out
+    assert "--preset blog" in (workdir / "yolov8n-blog.yaml").read_text()
 
 
 def test_warns_when_n_win_exceeds_the_feature_map(workdir, capsys):
@@ -88,10 +99,10 @@ def test_refuses_to_overwrite_without_force(workdir, capsys):
         (["-a", "p4,p4"], "'p4'"),
         (["-a", ","], "--bra-after"),
         (["--heads", "7"], "heads=7 does not divide the dim=64 channels at p3 for scale n"),
-        (["--topk", "65"], "topk=65"),
+        (["--topk", "101"], "topk=101"),
         (["--n-win", "0"], "n_win=0"),
         (["--side-dwconv", "4"], "side_dwconv=4"),
-        (["--qk-dim", "12"], "qk_dim=12"),
+        (["--qk-dim", "12", "--heads", "8"], "qk_dim=12"),
         (["--nc", "0"], "nc=0"),
         (["--out", "model.yaml"], "model.yaml"),
         (["--out", "yolov8s-mine.yaml"], "yolov8s-mine.yaml"),

@@ -25,7 +25,7 @@ def profiled(tmp_path_factory) -> CostReport:
 def test_profile_of_a_yaml_against_vanilla(profiled):
     model, baseline = profiled.model, profiled.baseline
     assert model.name == "yolov8n-bra-p3" and baseline.name == "yolov8n"
-    assert model.bra_placements == {16: "p3"} and model.bra_n_win == {16: 8}
+    assert model.bra_placements == {16: "p3"} and model.bra_n_win == {16: 10} and model.bra_region_size == {16: 8}
     built = models.build(templates.render("n", ["p3"]))
     assert model.params == sum(p.numel() for p in built.parameters())
     assert model.bra_params == {16: sum(p.numel() for p in built.model[16].parameters())}
