@@ -3,7 +3,7 @@
 Pure drawing (numpy and matplotlib's Agg canvas, never pyplot, so no window ever opens and the user's
 backend is untouched). The caller gives the region grid already mapped to image pixels; this module knows
 nothing of models or letterboxing. A grid may reach beyond the image: BRA pads its feature map right and
-bottom to a multiple of ``n_win``, and the image was letterboxed into the network input, so some regions
+bottom to whole regions, and the image was letterboxed into the network input, so some regions
 cover pixels that are not the image. Those parts are drawn hatched, so a route into them stays visible.
 """
 
@@ -20,36 +20,43 @@ import numpy as np
 from bracli.files import atomic_write_bytes
 
 PANEL_INCHES = 5.2  # width of one panel; the height follows the image's aspect
-MAX_COUNT_LABELS = 12  # n_win up to this: each region's count is written in it
+MAX_COUNT_LABELS = 12  # regions per side up to this: each region's count is written in it
 
 
 @dataclass(frozen=True)
 class RegionGrid:
-    """An ``n_win × n_win`` region grid in image pixels; edges may lie outside the image (padding)."""
+    """A ``rows × cols`` region grid in image pixels; edges may lie outside the image (padding)."""
 
-    n_win: int
-    x_edges: tuple[float, ...]  # n_win + 1 increasing positions
-    y_edges: tuple[float, ...]
+    x_edges: tuple[float, ...]  # cols + 1 increasing positions
+    y_edges: tuple[float, ...]  # rows + 1
 
     def __post_init__(self) -> None:
         for edges in (self.x_edges, self.y_edges):
-            if len(edges) != self.n_win + 1 or any(b <= a for a, b in itertools.pairwise(edges)):
-                raise ValueError(f"a grid of {self.n_win} regions per side needs {self.n_win + 1} increasing edges")
+            if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
+                raise ValueError(f"a region grid needs at least 2 increasing edges per axis, got {edges}")
+
+    @property
+    def rows(self) -> int:
+        return len(self.y_edges) - 1
+
+    @property
+    def cols(self) -> int:
+        return len(self.x_edges) - 1
 
     @property
     def regions(self) -> int:
-        return self.n_win**2
+        return self.rows * self.cols
 
     def box(self, region: int) -> tuple[float, float, float, float]:
         """``x0, y0, x1, y1`` of a region (row-major index, as ``BiLevelRoutingAttention.route`` numbers them)."""
-        row, col = divmod(int(region), self.n_win)
+        row, col = divmod(int(region), self.cols)
         return self.x_edges[col], self.y_edges[row], self.x_edges[col + 1], self.y_edges[row + 1]
 
     def region_at(self, x: float, y: float) -> int:
         """The region holding point ``(x, y)``; a point beyond the grid counts for the nearest region."""
-        col = int(np.clip(np.searchsorted(self.x_edges, x, side="right") - 1, 0, self.n_win - 1))
-        row = int(np.clip(np.searchsorted(self.y_edges, y, side="right") - 1, 0, self.n_win - 1))
-        return row * self.n_win + col
+        col = int(np.clip(np.searchsorted(self.x_edges, x, side="right") - 1, 0, self.cols - 1))
+        row = int(np.clip(np.searchsorted(self.y_edges, y, side="right") - 1, 0, self.rows - 1))
+        return row * self.cols + col
 
     def overlaps_image(self, region: int, width: int, height: int) -> bool:
         x0, y0, x1, y1 = self.box(region)
@@ -62,7 +69,7 @@ class RoutingPicture:
 
     image: np.ndarray  # H×W×3 RGB, uint8
     grid: RegionGrid
-    routes: np.ndarray  # (n_win², topk) routed region indices of every query region, best first
+    routes: np.ndarray  # (regions, topk) routed region indices of every query region, best first
     query: int  # the query region whose routes are drawn on the right
     query_note: str  # why that region (e.g. "under the top detection: circle 0.91")
     title: str
@@ -98,11 +105,11 @@ def draw_routing(picture: RoutingPicture, path: str | Path, force: bool = False)
 
     counts = routed_counts(picture.routes, grid.regions)
     topk = picture.routes.shape[1]
-    never = np.ma.masked_equal(counts.reshape(grid.n_win, grid.n_win), 0)  # never routed to: the image shows
+    never = np.ma.masked_equal(counts.reshape(grid.rows, grid.cols), 0)  # never routed to: the image shows
     mesh = heat_ax.pcolormesh(grid.x_edges, grid.y_edges, never, cmap="plasma", alpha=0.6, vmin=0,
                               vmax=max(int(counts.max()), 1), zorder=2)
     _grid_lines(heat_ax, grid)
-    if grid.n_win <= MAX_COUNT_LABELS:
+    if max(grid.rows, grid.cols) <= MAX_COUNT_LABELS:
         from matplotlib import patheffects
 
         outline = [patheffects.withStroke(linewidth=2, foreground="black")]
@@ -132,7 +139,7 @@ def draw_routing(picture: RoutingPicture, path: str | Path, force: bool = False)
         bx0, by0, bx1, by1 = picture.box
         query_ax.add_patch(Rectangle((bx0, by0), bx1 - bx0, by1 - by0, fill=False, edgecolor="lime", lw=1.5,
                                      linestyle="--", zorder=4))
-    row, col = divmod(picture.query, grid.n_win)
+    row, col = divmod(picture.query, grid.cols)
     query_ax.set_title(f"query region (row {row}, col {col}) and its top-{topk}", fontsize="medium")
 
     notes = [f"left: how many of the {grid.regions} query regions route to each region (each routes to {topk}; "

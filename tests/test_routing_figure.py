@@ -11,7 +11,7 @@ from bracli.routing_figure import RegionGrid, RoutingPicture, draw_routing, rout
 
 
 def grid4() -> RegionGrid:
-    return RegionGrid(4, tuple(25.0 * k for k in range(5)), tuple(-10.0 + 20.0 * k for k in range(5)))
+    return RegionGrid(tuple(25.0 * k for k in range(5)), tuple(-10.0 + 20.0 * k for k in range(5)))
 
 
 def test_region_boxes_and_lookup():
@@ -22,7 +22,14 @@ def test_region_boxes_and_lookup():
     assert grid.overlaps_image(0, 100, 50)  # row 0 spans y -10..10: partly above the image
     assert not grid.overlaps_image(12, 100, 50)  # row 3 spans y 50..70: wholly below a 50-pixel-high image
     with pytest.raises(ValueError, match="increasing"):
-        RegionGrid(2, (0.0, 1.0, 1.0), (0.0, 1.0, 2.0))
+        RegionGrid((0.0, 1.0, 1.0), (0.0, 1.0, 2.0))
+
+
+def test_a_grid_that_grew_with_the_input_has_more_columns_than_rows():
+    grid = RegionGrid(tuple(10.0 * k for k in range(6)), (0.0, 10.0, 20.0, 30.0))  # 3 rows × 5 columns
+    assert (grid.rows, grid.cols, grid.regions) == (3, 5, 15)
+    assert grid.box(7) == (20.0, 10.0, 30.0, 20.0)  # row 1, column 2
+    assert grid.region_at(45, 25) == 14 and grid.region_at(500, -5) == 4
 
 
 def test_counts_sum_to_every_route():

@@ -38,7 +38,7 @@ class BraLayer:
 
 @dataclass
 class Captured:
-    """One BRA layer's routing for the last batch: ``(batch, n_win², topk)`` and the map it routed."""
+    """One BRA layer's routing for the last batch: ``(batch, regions, topk)`` and the map it routed."""
 
     routes: np.ndarray
     feature_hw: tuple[int, int]
@@ -121,14 +121,14 @@ class RoutingRecorder:
             captured = self.captured.get(layer.index)
             if captured is None:
                 continue
-            grid = region_grid(layer.module.n_win, captured.feature_hw, self.input_hw, (height, width))
-            query, note, box = self._query(result, grid, width, height)
             h, w = captured.feature_hw
+            layout = layer.module.region_grid(h, w)
+            grid = region_grid(layout, captured.feature_hw, self.input_hw, (height, width))
+            query, note, box = self._query(result, grid, width, height)
             stride = self.input_hw[0] // h
-            side = -(-h // grid.n_win), -(-w // grid.n_win)
             where = f" (BRA after {layer.placement})" if layer.placement else ""
             title = (f"{Path(result.path).name}{stem[1]} · layer {layer.index}{where} · map {h}×{w} at stride "
-                     f"{stride} · {grid.n_win}×{grid.n_win} regions of {side[0]}×{side[1]} tokens · "
+                     f"{stride} · {layout[0]}×{layout[1]} regions of {layout[2]}×{layout[3]} tokens · "
                      f"top-{layer.module.topk}")
             picture = RoutingPicture(image=image, grid=grid, routes=captured.routes[position], query=query,
                                      query_note=note, title=title, box=box)
@@ -165,23 +165,24 @@ class RoutingRecorder:
         return grid.region_at(width / 2, height / 2), "at the image centre (no detection)", None
 
 
-def region_grid(n_win: int, feature_hw: tuple[int, int], input_hw: tuple[int, int],
+def region_grid(layout: tuple[int, int, int, int], feature_hw: tuple[int, int], input_hw: tuple[int, int],
                 image_hw: tuple[int, int]) -> RegionGrid:
     """A BRA layer's region grid in image pixels.
 
-    The map (``feature_hw``) is padded right/bottom to a multiple of ``n_win``; one map cell covers
-    ``input / map`` network-input pixels; the network input is the image letterboxed (ultralytics'
-    ``scale_boxes`` undoes that, without clipping: edges beyond the image stay where they are).
+    ``layout`` is the layer's own ``(rows, cols, region_h, region_w)`` for the map (``feature_hw``), which it
+    pads right/bottom to whole regions; one map cell covers ``input / map`` network-input pixels; the network
+    input is the image letterboxed (ultralytics' ``scale_boxes`` undoes that, without clipping: edges beyond
+    the image stay where they are).
     """
+    rows, cols, region_h, region_w = layout
     (h, w), (input_h, input_w) = feature_hw, input_hw
     cell_y, cell_x = input_h / h, input_w / w
-    rows, cols = -(-h // n_win), -(-w // n_win)  # map cells per region side, after padding
-    steps = np.arange(n_win + 1, dtype=np.float64)
-    points = np.zeros((n_win + 1, 4))  # xywh with zero size: scale_boxes maps the centre, unclipped
-    points[:, 0] = steps * cols * cell_x
-    points[:, 1] = steps * rows * cell_y
+    sides = max(rows, cols) + 1
+    points = np.zeros((sides, 4))  # xywh with zero size: scale_boxes maps the centre, unclipped
+    points[:, 0] = np.arange(sides) * region_w * cell_x
+    points[:, 1] = np.arange(sides) * region_h * cell_y
     mapped = scale_boxes(input_hw, points, image_hw, xywh=True)
-    return RegionGrid(n_win, tuple(float(v) for v in mapped[:, 0]), tuple(float(v) for v in mapped[:, 1]))
+    return RegionGrid(tuple(float(v) for v in mapped[: cols + 1, 0]), tuple(float(v) for v in mapped[: rows + 1, 1]))
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:

@@ -42,12 +42,36 @@ def images(tmp_path_factory):
 def test_region_grid_follows_stride_padding_and_letterbox():
     # A 200×100 image letterboxed into 96×128: gain 0.64, 16 px of border above and below. At stride 8 the map
     # is 12×16; n_win 8 pads it to 16×16 (2×2 cells per region), so the grid reaches below the image.
-    grid = region_grid(8, (12, 16), (96, 128), (100, 200))
+    grid = region_grid((8, 8, 2, 2), (12, 16), (96, 128), (100, 200))
     assert grid.x_edges == pytest.approx([25.0 * k for k in range(9)])
     assert grid.y_edges == pytest.approx([(16.0 * k - 16) / 0.64 for k in range(9)])
     assert grid.y_edges[0] < 0 and grid.y_edges[-1] > 100  # border above, padding below
     assert grid.region_at(10, 10) == 8  # row 1 (y 0–25), column 0
     assert not grid.overlaps_image(63, 200, 100)  # the last row of regions lies wholly below the image
+
+
+def test_a_grid_that_grows_with_the_input_is_drawn_region_for_region(tmp_path, images, monkeypatch):
+    """With a region size the grid follows the map: a wide input gets more columns than rows, and the
+    picture's grid has exactly the regions the layer routed."""
+    from ultralytics import YOLO
+
+    from bracli.engine import routing
+
+    cfg = templates.render("n", ["p3"], n_win=2, topk=2, region_size=2)
+    path = tmp_path / templates.model_filename("n", ["p3"])
+    path.write_text(templates.to_yaml(cfg, "test model"))
+    yolo = YOLO(str(path))
+    drawn = []
+    monkeypatch.setattr(routing, "draw_routing", lambda picture, path: drawn.append(picture) or path)
+    recorder = RoutingRecorder(yolo)
+    [result] = list(yolo.predict(source=str(images / "wide.jpg"), imgsz=128, stream=True, verbose=False,
+                                 save=False))
+    recorder.draw(result, tmp_path)
+    [picture] = drawn
+    assert recorder.captured[16].feature_hw == (8, 16)  # 64×128 input at stride 8
+    assert (picture.grid.rows, picture.grid.cols) == (4, 8)  # regions of 2×2 tokens
+    assert picture.routes.shape == (32, 2) and "4×8 regions of 2×2 tokens" in picture.title
+    assert picture.grid.x_edges[0] == pytest.approx(0.0) and picture.grid.x_edges[-1] == pytest.approx(120.0)
 
 
 def test_routable_needs_bra_and_one_forward(checkpoint):
