@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from detector_bench import VARIANTS, bra_model  # noqa: E402
+from detector_bench import VARIANTS, bra_model, describe  # noqa: E402
 
 from bracli import templates  # noqa: E402
 from bracli.dataset.sample import write_sample  # noqa: E402
@@ -43,7 +43,7 @@ CANDIDATES = ["vanilla", "heads8", "per32-fixed", "per32-n10"]  # names of detec
 
 def train_one(name: str, seed: int, data: Path, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     model = bra_model("n", ["p3"], VARIANTS[name])
-    path = workdir / f"{name}-s{seed}" / templates.model_filename("n", ["p3"] if VARIANTS[name] else [])
+    path = workdir / f"{name}-s{seed}" / templates.model_filename("n", [] if VARIANTS[name] is None else ["p3"])
     path.parent.mkdir(parents=True)
     path.write_text(templates.to_yaml(model, f"bra_defaults candidate {name}"), encoding="utf-8")
     start = time.perf_counter()
@@ -99,7 +99,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             return f"{statistics.mean(values):.3f} ± {spread:.3f}"
 
-        lines.append(f"| {name} | {VARIANTS[name] or 'no BRA'} | {stat('mAP50')} | {stat('mAP50-95')} | "
+        lines.append(f"| {name} | {describe(VARIANTS[name])} | {stat('mAP50')} | {stat('mAP50-95')} | "
                      f"{stat('attention_vs_global')} | {len(mine)} |")
     return "\n".join(lines)
 

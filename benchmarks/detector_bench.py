@@ -9,10 +9,9 @@ Two measurements per input size and batch:
 Variants take turns in every round, so load from other processes hits all of them alike. Each ratio
 is the median over rounds of (variant ÷ vanilla) within the round; the milliseconds are medians.
 
-Models are rendered with ``bracli.templates.render``. Two options the renderer does not take yet are
-applied to the rendered rows here: ``heads="per32"`` (heads = channels / 32 at each BRA layer, as in
-BiFormer's own models) and ``region_size`` (an int, or ``"auto"``: ``⌈640 / (stride · n_win)⌉`` per
-layer, so the grid is ``n_win`` up to a 640 input and grows beyond it).
+Models are rendered with ``bracli.templates.render``: ``recommended`` is the default render (the
+``bracli`` preset: ``n_win`` 10, a head per 32 channels, ``region_size`` auto = ``⌈640 / (stride · n_win)⌉``,
+so the grid is ``n_win`` up to a 640 input and grows beyond it), the others change one thing at a time.
 
 Run: ``.venv/bin/python benchmarks/detector_bench.py`` (``--help`` for sizes, batches, variants).
 """
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -40,38 +38,24 @@ sys.path.insert(0, str(ROOT))
 from bracli import templates  # noqa: E402
 from bracli.engine import models  # noqa: E402  (registers BRA with ultralytics)
 
-DESIGN_SIZE = 640  # the input size at which "auto" region sizes give exactly n_win regions per side
-VARIANTS: dict[str, dict[str, Any] | None] = {
+VARIANTS: dict[str, dict[str, Any] | None] = {  # render options over the default (bracli) preset
     "vanilla": None,
-    "recommended": {"n_win": 10, "topk": 4, "heads": "per32", "region_size": "auto"},  # = per32-n10
-    "per32-n10": {"n_win": 10, "topk": 4, "heads": "per32", "region_size": "auto"},
-    "per32-n8": {"n_win": 8, "topk": 4, "heads": "per32", "region_size": "auto"},
-    "per32-fixed": {"n_win": 8, "topk": 4, "heads": "per32"},
-    "heads8": {"n_win": 8, "topk": 4, "heads": 8},  # the render defaults before this round
-    "blog": {"n_win": 7, "topk": 4, "heads": 8},  # the widely copied YOLOv8 + BiFormer blog
+    "recommended": {},  # what `bra init` renders by default
+    "per32-n10": {"n_win": 10},  # the same model, named for the tables of the defaults study
+    "per32-n8": {"n_win": 8},
+    "per32-fixed": {"n_win": 8, "region_size": "none"},
+    "heads8": {"preset": "blog", "n_win": 8},  # the render defaults before the bracli preset
+    "blog": {"preset": "blog"},  # the widely copied YOLOv8 + BiFormer blog: n_win 7, 8 heads, fixed grid
 }
 
 
 def bra_model(scale: str, placements: list[str], options: dict[str, Any] | None) -> dict[str, Any]:
     """A rendered model dict; ``options`` None gives vanilla YOLOv8."""
-    if options is None:
-        return templates.render(scale, [])
-    heads = options.get("heads", 8)
-    render_options = {k: options[k] for k in ("n_win", "topk", "side_dwconv", "qk_dim") if k in options}
-    model = templates.render(scale, placements, heads=1 if heads == "per32" else heads, **render_options)
-    layers = {layer["index"]: layer for layer in model[templates.METADATA_KEY]["layers"]}
-    for index, row in enumerate(model["backbone"] + model["head"]):
-        if index not in layers:
-            continue
-        args = row[3]  # [dim, n_win, num_heads, topk, qk_dim, side_dwconv]
-        if heads == "per32":
-            args[2] = max(1, args[0] // 32)
-        region = options.get("region_size")
-        if region is not None:
-            if region == "auto":
-                region = math.ceil(DESIGN_SIZE / layers[index]["stride"] / args[1])
-            row[3] = [*args, True, region]  # auto_pad, region_size
-    return model
+    return templates.render(scale, [] if options is None else placements, **(options or {}))
+
+
+def describe(options: dict[str, Any] | None) -> str:
+    return "YOLOv8 without BRA" if options is None else f"render options {options}" if options else "the default render"
 
 
 def detector(scale: str, placements: list[str], options: dict[str, Any] | None, mode: str) -> nn.Module:
@@ -201,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
           f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}, scale {args.scale}, "
           f"BRA after {','.join(args.placements)}", flush=True)
     for name in args.variants:
-        print(f"#   {name}: {VARIANTS[name] or 'YOLOv8 without BRA'}")
+        print(f"#   {name}: {describe(VARIANTS[name])}")
     rows = []
     for mode in args.modes:
         if mode == "infer":
