@@ -94,6 +94,7 @@ def _selected(gflops: bool | None, latency: bool | None, memory: bool | None) ->
 
 def _render(result: CostReport, out: Output) -> None:
     from bracli.measure.flops import FLOPS_COUNTED, GFLOPS_UNIT
+    from bracli.measure.runtime import cpu_threads_text
 
     console = out.console
 
@@ -101,7 +102,7 @@ def _render(result: CostReport, out: Output) -> None:
     bra_total = sum(model.bra_params.values())
     console.print(f"[bold]{model.name}[/]: {model.params:,} parameters ({bra_total:,} in {len(model.bra_params)} "
                   f"BRA layer{'s' * (len(model.bra_params) != 1)}) — device {result.device}, batch {result.batch}, "
-                  f"{result.cpu_threads} CPU threads", soft_wrap=True)
+                  f"{cpu_threads_text(result.cpu_threads)}", soft_wrap=True)
     console.print(_cost_table(model))
     if model.bra_params and model.sizes[0].flops:
         console.print(_bra_table(model))
@@ -118,7 +119,8 @@ def _render(result: CostReport, out: Output) -> None:
     if first.latency:
         lat = first.latency
         lines.append(f"Latency ms: median (p10–p90) of {lat.runs} forwards after {lat.warmup} warm-up, batch "
-                     f"{lat.batch}, {lat.cpu_threads} CPU threads{', CUDA synchronised' if lat.synchronized else ''}.")
+                     f"{lat.batch}, {cpu_threads_text(lat.cpu_threads)}"
+                     f"{', CUDA synchronised' if lat.synchronized else ''}.")
     if first.memory:
         lines.append(f"Memory (fwd: inference forward, fwd+bwd: training forward+backward): {first.memory.method}.")
     for line in lines:

@@ -45,6 +45,7 @@ from bracli.ablation.report import AblationReport, read_report
 from bracli.engine import train as training
 from bracli.engine import val as validation
 from bracli.engine.checkpoint import read_checkpoint
+from bracli.engine.cost import predictor_threads
 from bracli.engine.data import resolve_data
 from bracli.engine.devices import torch_device
 from bracli.errors import BracliError
@@ -179,16 +180,18 @@ def measure_together(folder: Path, variants: Sequence[Variant], device: str | No
     place = torch_device(device)
     models = [read_checkpoint(r.path.parent / "weights" / "best.pt").model.float().eval().to(place) for r in waiting]
     medians: list[list[float]] = [[] for _ in waiting]
-    for round_ in range(ROUNDS):
-        for record, model, times in zip(waiting, models, medians, strict=True):
-            imgsz = record.data["settings"]["imgsz"]
-            times.append(measure_latency(model, imgsz, 1, warmup=LATENCY["warmup"] if round_ == 0 else 1,
-                                         runs=RUNS_PER_ROUND).median_ms)
+    with predictor_threads(place):
+        threads = torch.get_num_threads()
+        for round_ in range(ROUNDS):
+            for record, model, times in zip(waiting, models, medians, strict=True):
+                imgsz = record.data["settings"]["imgsz"]
+                times.append(measure_latency(model, imgsz, 1, warmup=LATENCY["warmup"] if round_ == 0 else 1,
+                                             runs=RUNS_PER_ROUND).median_ms)
     for record, times in zip(waiting, medians, strict=True):
         ordered = sorted(times)
         record.update(latency_ms=statistics.median(times), device=str(place), latency={
             "median_ms": statistics.median(times), "min_ms": ordered[0], "max_ms": ordered[-1], "rounds": times,
-            "runs_per_round": RUNS_PER_ROUND, "batch": 1, "device": str(place), "cpu_threads": torch.get_num_threads(),
+            "runs_per_round": RUNS_PER_ROUND, "batch": 1, "device": str(place), "cpu_threads": threads,
             "method": f"interleaved with {len(waiting) - 1} other variant(s)" if len(waiting) > 1 else "alone"})
 
 

@@ -3,8 +3,9 @@ baseline of the same scale), then measure each at every size with ``bracli.measu
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,21 @@ from bracli.measure.flops import as_hw, count_flops, model_layers
 from bracli.measure.report import CostReport, ModelCost, SizeCost
 from bracli.measure.runtime import measure_latency, measure_memory
 from bracli.nn.bra import BiLevelRoutingAttention
+
+
+@contextlib.contextmanager
+def predictor_threads(device: torch.device) -> Iterator[None]:
+    """On CPU, measure with the torch threads ultralytics' predictor and validator run with (its
+    ``select_device`` sets ``min(8, cores - 1)``); the caller's thread count is restored afterwards."""
+    from ultralytics.utils import NUM_THREADS
+
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(NUM_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def ultralytics_gflops(model: nn.Module, imgsz: int | Sequence[int] = 640) -> float:
@@ -118,30 +134,31 @@ def measure_cost(model_spec: str | Path | dict[str, Any] | None = None,
             notes.append("comparison skipped: the model records no scale (n/s/m/l/x) or family")
         else:
             candidates.append(vanilla)
-    results = []
-    for net, net_name in candidates:
-        net = net.to(torch_dev).float().eval()
-        result = _describe(net, net_name)
-        for hw in sizes:
-            size = SizeCost(imgsz=hw)
-            label = f"{net_name} at {hw[0]}×{hw[1]}"
-            if gflops:
-                report(f"counting FLOPs: {label}")
-                size.flops = count_flops(net, hw, batch)
-                size.ultralytics_gflops = ultralytics_gflops(net, hw)
-                if size.ultralytics_gflops == 0.0:
-                    notes.append(f"ultralytics' get_flops returned 0.0 for {label}: its counting failed")
-            if latency:
-                report(f"timing {runs} forwards after {warmup} warm-up: {label}")
-                size.latency = measure_latency(net, hw, batch, warmup=warmup, runs=runs)
-            if memory:
-                report(f"measuring memory: {label}")
-                size.memory = measure_memory(net, hw, batch)
-            result.sizes.append(size)
-        results.append(result)
-        del net
-    return CostReport(model=results[0], baseline=results[1] if len(results) > 1 else None, device=str(torch_dev),
-                      batch=batch, cpu_threads=torch.get_num_threads(), notes=notes)
+    with predictor_threads(torch_dev):
+        results = []
+        for net, net_name in candidates:
+            net = net.to(torch_dev).float().eval()
+            result = _describe(net, net_name)
+            for hw in sizes:
+                size = SizeCost(imgsz=hw)
+                label = f"{net_name} at {hw[0]}×{hw[1]}"
+                if gflops:
+                    report(f"counting FLOPs: {label}")
+                    size.flops = count_flops(net, hw, batch)
+                    size.ultralytics_gflops = ultralytics_gflops(net, hw)
+                    if size.ultralytics_gflops == 0.0:
+                        notes.append(f"ultralytics' get_flops returned 0.0 for {label}: its counting failed")
+                if latency:
+                    report(f"timing {runs} forwards after {warmup} warm-up: {label}")
+                    size.latency = measure_latency(net, hw, batch, warmup=warmup, runs=runs)
+                if memory:
+                    report(f"measuring memory: {label}")
+                    size.memory = measure_memory(net, hw, batch)
+                result.sizes.append(size)
+            results.append(result)
+            del net
+        return CostReport(model=results[0], baseline=results[1] if len(results) > 1 else None, device=str(torch_dev),
+                          batch=batch, cpu_threads=torch.get_num_threads(), notes=notes)
 
 
 def _describe(model: nn.Module, name: str) -> ModelCost:

@@ -8,6 +8,7 @@ from pathlib import Path
 from bracli.errors import UsageError
 from bracli.files import atomic_write_bytes
 from bracli.measure.report import CostReport, ModelCost
+from bracli.measure.runtime import cpu_threads_text
 
 
 def plot_cost(profile: CostReport, path: str | Path, force: bool = False) -> Path:
@@ -39,7 +40,7 @@ def plot_cost(profile: CostReport, path: str | Path, force: bool = False) -> Pat
         ax.set_xlabel("imgsz (spaced by pixel count)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    where = f"{profile.device}, {profile.cpu_threads} threads" if profile.device == "cpu" else profile.device
+    where = f"{profile.device}, {cpu_threads_text(profile.cpu_threads)}" if profile.device == "cpu" else profile.device
     axes[0].set_title(f"{profile.model.name}, batch {profile.batch}, {where}", loc="left", fontsize="medium")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)

@@ -69,6 +69,11 @@ class Memory:
 
 
 
+def cpu_threads_text(threads: int) -> str:
+    """``"1 CPU thread"`` / ``"2 CPU threads"``: how every report states the torch thread count."""
+    return f"{threads} CPU thread{'s' * (threads != 1)}"
+
+
 def measure_latency(model: nn.Module, imgsz: int | Sequence[int] = 640, batch: int = 1, *, warmup: int = 3,
                     runs: int = 10, channels: int | None = None) -> Latency:
     """Median and spread of eval-mode forward time after ``warmup`` untimed forwards, on the model's device."""

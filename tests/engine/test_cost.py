@@ -97,3 +97,20 @@ def test_flag_selection(flags, expected):
 
     assert _selected(*flags) == expected
 
+
+
+def test_cpu_latency_uses_the_threads_of_ultralytics_predictor_and_restores_the_callers():
+    """ultralytics' select_device gives CPU prediction min(8, cores - 1) torch threads; the profile times
+    with the same, whatever count the calling process had, and gives the caller's count back."""
+    from ultralytics.utils import NUM_THREADS
+
+    before = torch.get_num_threads()
+    caller = NUM_THREADS + 1
+    torch.set_num_threads(caller)
+    try:
+        report = cost.measure_cost(None, imgsz=[64], gflops=False, memory=False, compare=False, runs=1, warmup=0,
+                                   device="cpu")
+        assert torch.get_num_threads() == caller
+    finally:
+        torch.set_num_threads(before)
+    assert report.cpu_threads == NUM_THREADS and report.model.sizes[0].latency.cpu_threads == NUM_THREADS
