@@ -74,14 +74,15 @@ Scale = Annotated[str | None, typer.Option("--scale", "-s", help="Model scale: n
 BraAfter = Annotated[list[str] | None, typer.Option(
     "--bra-after", "-a", help="Where to insert BRA: p3, p4, p5, sppf, backbone-p3/p4/p5, psa (YOLO11/26), or none "
     "for the plain model (the baseline). Repeat the flag or give a comma list; default p3.", show_default=False)]
-NWin = Annotated[int | None, typer.Option("--n-win", help="BRA regions per side (the map is split into "
-                                          "n_win × n_win).", show_default=False)]
-Topk = Annotated[int | None, typer.Option("--topk", help="BRA regions each query region attends to (≤ n_win²).",
-                                          show_default=False)]
+NWin = Annotated[int | None, typer.Option("--n-win", help="BRA regions per side at 640 input (default: the "
+                                          "preset's, 10; blog 7).", show_default=False)]
+Topk = Annotated[int | None, typer.Option("--topk", help="BRA regions each query region attends to (≤ n_win²; "
+                                          "default 4).", show_default=False)]
 Heads = Annotated[int | None, typer.Option("--heads", help="BRA attention heads; must divide every BRA layer's "
-                                           "channels.", show_default=False)]
+                                           "channels (default: a head per 32 channels; blog 8).",
+                                           show_default=False)]
 SideDwconv = Annotated[int | None, typer.Option("--side-dwconv", help="Kernel of BRA's local context conv on v "
-                                                "(odd; 0 = off).", show_default=False)]
+                                                "(odd; 0 = off; default 3).", show_default=False)]
 Preset = Annotated[str, typer.Option(
     "--preset", help="BRA settings to start from: bracli (measured defaults: n_win 10, a head per 32 channels, "
     "regions that keep their size as the input grows) or blog (n_win 7, 8 heads, a fixed grid).")]
