@@ -8,7 +8,7 @@
    predicting one of its validation images.
 
 Run: ``.venv/bin/python docs/scripts/routing_figure.py --model runs/detect/train/weights/best.pt`` (a model
-trained on the sample at ``--imgsz 320``; the docs' was trained 12 epochs, then 24 more from its ``best.pt``);
+trained on the sample at ``--imgsz 320``; the docs' was ``bra train --epochs 36 --imgsz 320 --batch 8``);
 without ``--model`` only picture 1 is made.
 """
 
@@ -54,7 +54,7 @@ def mechanism(out: Path) -> Path:
         module.qkv.qkv.bias.zero_()
     routes = module.route(features)[0].numpy()
     edges = tuple(float(k * SIZE / N_WIN) for k in range(N_WIN + 1))
-    grid = RegionGrid(N_WIN, edges, edges)
+    grid = RegionGrid(edges, edges)
     picture = RoutingPicture(image=(image * 255).astype(np.uint8), grid=grid, routes=routes,
                              query=grid.region_at(70, 60), query_note="on the first red disc",
                              title="synthetic 256×256 image, map 32×32 at stride 8 · q = k = centred colour, so "
