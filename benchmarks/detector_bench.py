@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +33,8 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bra_bench import cpu_name  # noqa: E402  (this folder is on sys.path when a script here runs)
 
 from bracli import templates  # noqa: E402
 from bracli.engine import models  # noqa: E402  (registers BRA with ultralytics)
@@ -148,16 +149,6 @@ def table(rows: list[dict[str, Any]], names: list[str]) -> str:
         cells.append(f"{row['load_average']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -112,10 +112,10 @@ BraAfterVariants = Annotated[list[str] | None, typer.Option(
     "layers. Default: none and p3.", show_default=False)]
 
 
-def bra_options(preset: str = "bracli", **values: int | str | None) -> dict[str, int | str]:
+def bra_options(preset: str | None = None, **values: int | str | None) -> dict[str, int | str]:
     """The BRA options that were given (``None`` = the preset's), and the preset when it is not the default."""
     given = {key: value for key, value in values.items() if value is not None}
-    return {"preset": preset, **given} if preset != "bracli" else given
+    return {"preset": preset, **given} if preset not in (None, DEFAULTS["preset"]) else given
 
 
 # Where a command's default differs from the usual one, and why (the consistency test reads this table).

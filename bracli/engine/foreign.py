@@ -269,21 +269,24 @@ def _check_row(row: Any, where: str) -> None:
         _check_module(module, where)
 
 
-def _check_module(name: str, where: str) -> None:
-    """A module name ultralytics resolves to a torch module class (its YAML vocabulary), else one line saying why."""
-    import torch
-
-    tasks = ultralytics_tasks
-    if name in NEVER_DOWNLOADS:
-        raise UsageError(f"{where}: module {name} is refused: {NEVER_DOWNLOADS[name]}")
+def yaml_module(name: str) -> Any:
+    """What ultralytics' ``parse_model`` resolves a YAML module name to — ``nn.X`` in torch.nn,
+    ``torchvision.ops.X``, else a name in ``ultralytics.nn.tasks`` — or None. Only looked up, never called:
+    callers accept it only when it is a ``torch.nn.Module`` class."""
     if name.startswith("nn."):
-        found = getattr(torch.nn, name[3:], None)
-    elif name.startswith("torchvision.ops."):
+        return getattr(torch.nn, name[3:], None)
+    if name.startswith("torchvision.ops."):
         import torchvision
 
-        found = getattr(torchvision.ops, name[16:], None)
-    else:
-        found = vars(tasks).get(name) if not name.startswith("_") else None
+        return getattr(torchvision.ops, name[16:], None)
+    return vars(ultralytics_tasks).get(name)
+
+
+def _check_module(name: str, where: str) -> None:
+    """A module name ultralytics resolves to a torch module class (its YAML vocabulary), else one line saying why."""
+    if name in NEVER_DOWNLOADS:
+        raise UsageError(f"{where}: module {name} is refused: {NEVER_DOWNLOADS[name]}")
+    found = None if name.startswith("_") else yaml_module(name)
     if isinstance(found, type) and issubclass(found, torch.nn.Module):
         return
     why = f" ({NOT_BRACLI[name]})" if name in NOT_BRACLI else ""

@@ -14,10 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-import torchvision
 from torch import nn
-from ultralytics.nn import tasks
 from ultralytics.nn.tasks import DetectionModel, SegmentationModel, guess_model_task
 
 from bracli.engine import foreign
@@ -95,12 +92,7 @@ def _check_layer(module: Any, index: int, source: str | Path) -> None:
     (``torch_safe_load`` of a pickle, say) whatever the trust setting."""
     if not isinstance(module, str):
         raise UsageError(f"{source}: row {index} names its module {shown(module)}; expected a name such as Conv")
-    if module.startswith("nn."):
-        found = getattr(torch.nn, module[3:], None)
-    elif module.startswith("torchvision.ops."):
-        found = getattr(torchvision.ops, module[16:], None)
-    else:
-        found = vars(tasks).get(module)
+    found = foreign.yaml_module(module)
     if found is None:
         raise UsageError(f"unknown module '{module}' (row {index}) in the model YAML; bracli adds "
                          "BiLevelRoutingAttention to ultralytics' modules")

@@ -156,7 +156,7 @@ def resolve_options(preset: str = DEFAULT_PRESET, **given: Any) -> BraSettings:
     values = {**PRESETS[preset], **{k: v for k, v in given.items() if v is not None}}
     region = values.get("region_size")
     if isinstance(region, str):
-        if region.strip().lower() in ("none", "fixed"):
+        if region.strip().lower() == "none":
             region = None
         elif region.strip().lower() == AUTO:
             region = AUTO

@@ -86,18 +86,6 @@ def test_no_comparison_without_a_scale():
     assert cost.vanilla_for(model) is None
 
 
-@pytest.mark.parametrize(("flags", "expected"), [
-    ((None, None, None), (True, True, True)),
-    ((True, None, None), (True, False, False)),
-    ((None, False, None), (True, False, True)),
-    ((True, False, True), (True, False, True)),
-])
-def test_flag_selection(flags, expected):
-    from bracli.commands.profile import _selected
-
-    assert _selected(*flags) == expected
-
-
 
 def test_cpu_latency_uses_the_threads_of_ultralytics_predictor_and_restores_the_callers():
     """ultralytics' select_device gives CPU prediction min(8, cores - 1) torch threads; the profile times

@@ -22,12 +22,17 @@ def blog_file(tmp_path) -> Path:
     return path
 
 
+def blog_edited(tmp: Path, old: str, new: str, name: str = BLOG_YAML_NAME) -> Path:
+    """The blog's YAML with ``old`` (text that must be in it) replaced by ``new``, written to ``tmp/name``."""
+    assert old in BLOG_YAML
+    path = tmp / name
+    path.write_text(BLOG_YAML.replace(old, new), encoding="utf-8")
+    return path
+
+
 def with_bra_args(args: str, name: str = BLOG_YAML_NAME, tmp: Path | None = None) -> Path:
     """The blog's YAML with its BRA row's args replaced by ``args`` (YAML text)."""
-    path = tmp / name
-    path.write_text(BLOG_YAML.replace("BiLevelRoutingAttention, []]", f"BiLevelRoutingAttention, {args}]"),
-                    encoding="utf-8")
-    return path
+    return blog_edited(tmp, "BiLevelRoutingAttention, []]", f"BiLevelRoutingAttention, {args}]", name)
 
 
 def refusal(path: Path, scale: str | None = None) -> str:
@@ -152,16 +157,13 @@ def test_bad_bra_arguments(tmp_path, args, expected):
 @pytest.mark.parametrize("module", ["CSPStage", "BRABlock", "C2BRA", "BiLevelRoutingAttention_nchw", "eval",
                                     "torch_safe_load", "__builtins__"])
 def test_unknown_modules_are_named(tmp_path, module):
-    path = tmp_path / BLOG_YAML_NAME
-    path.write_text(BLOG_YAML.replace("- [-1, 1, BiLevelRoutingAttention, []]", f"- [-1, 1, {module}, []]"))
+    path = blog_edited(tmp_path, "- [-1, 1, BiLevelRoutingAttention, []]", f"- [-1, 1, {module}, []]")
     message = refusal(path)
     assert f"layer 16: unknown module {module}" in message and "BiLevelRoutingAttention" in message
 
 
 def test_modules_that_download_are_refused(tmp_path):
-    path = tmp_path / BLOG_YAML_NAME
-    path.write_text(BLOG_YAML.replace("- [-1, 1, BiLevelRoutingAttention, []]",
-                                      "- [-1, 1, TorchVision, [64, resnet18]]"))
+    path = blog_edited(tmp_path, "- [-1, 1, BiLevelRoutingAttention, []]", "- [-1, 1, TorchVision, [64, resnet18]]")
     assert "TorchVision is refused" in refusal(path)
 
 
@@ -193,8 +195,7 @@ def test_yaml_tricks_are_refused(tmp_path, text, expected):
     ("activation", "nn.SiLU(inplace=__import__('os'))", "is not a plain nn.Name(...) call"),
 ])
 def test_top_level_tricks_are_refused(tmp_path, key, value, expected):
-    path = tmp_path / BLOG_YAML_NAME
-    path.write_text(BLOG_YAML.replace("nc: 80 # number of classes", f"{key}: {value}"))
+    path = blog_edited(tmp_path, "nc: 80 # number of classes", f"{key}: {value}")
     assert expected in refusal(path)
     assert not (tmp_path / "MARKER").exists() and not Path("MARKER").exists()
 
@@ -216,15 +217,12 @@ def test_not_a_model_file(tmp_path):
 
 
 def test_bra_row_with_several_inputs(tmp_path):
-    path = tmp_path / BLOG_YAML_NAME
-    path.write_text(BLOG_YAML.replace("- [-1, 1, BiLevelRoutingAttention, []]",
-                                      "- [[-1, 4], 1, BiLevelRoutingAttention, []]"))
+    path = blog_edited(tmp_path, "- [-1, 1, BiLevelRoutingAttention", "- [[-1, 4], 1, BiLevelRoutingAttention")
     assert "takes one input" in refusal(path)
 
 
 def test_graph_ultralytics_cannot_build(tmp_path):
-    path = tmp_path / BLOG_YAML_NAME
-    path.write_text(BLOG_YAML.replace("[[16, 19, 22], 1, Detect, [nc]]", "[[16, 19, 99], 1, Detect, [nc]]"))
+    path = blog_edited(tmp_path, "[[16, 19, 22], 1, Detect, [nc]]", "[[16, 19, 99], 1, Detect, [nc]]")
     assert "does not build with ultralytics" in refusal(path)
 
 
