@@ -102,7 +102,19 @@ def check(data_yaml: str | Path, *, imgsz: int = 640, strict: bool = False,
     skipped += DETECT_ONLY if task == "segment" else SEGMENT_ONLY
     return Report(str(layout.yaml_path), issues, stats, images=len(unique),
                   labels=sum(label.exists for _, label in results.values()), strict=strict, skipped=skipped,
+                  not_run=_not_run(layout, len(unique), {issue.check for issue in issues}),
                   arrays=arrays, cache={**store.summary(), "images": len(unique)})
+
+
+def _not_run(layout: Layout, images: int, found: set[str]) -> dict[str, str]:
+    """Checks that had nothing to look at, with why: the report shows them as not run instead of as passed."""
+    if not layout.data.raw and "yaml.parse" in found:
+        reason, ran = "the data.yaml could not be read", {"yaml.parse"}
+    elif not images:
+        reason, ran = "no images were found", {check for check in CHECKS if check.startswith("yaml.")}
+    else:
+        return {}
+    return {check: reason for check in CHECKS if check not in ran | found}
 
 
 def _data_yaml_path(path: Path) -> Path:

@@ -113,6 +113,7 @@ class Report:
     labels: int
     strict: bool = False
     skipped: list[str] = field(default_factory=list)
+    not_run: dict[str, str] = field(default_factory=dict)  # check id -> why it had nothing to look at
     arrays: dict[str, Any] = field(default_factory=dict, repr=False)
     cache: dict[str, Any] = field(default_factory=dict)  # where per-file results came from (not exported)
 
@@ -137,7 +138,10 @@ class Report:
         return 0 if self.passed else 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"summary": self.summary, "issues": [i.to_dict() for i in self.issues], "stats": self.stats}
+        result = {"summary": self.summary, "issues": [i.to_dict() for i in self.issues], "stats": self.stats}
+        if self.not_run:
+            result["not_run"] = self.not_run
+        return result
 
 
 
@@ -160,6 +164,9 @@ def render(report: Report, console, examples: int = 3) -> None:
             found = by_check.get(check.id, [])
             if check.id in report.skipped:
                 console.print(f"  [dim]– {check.title} (skipped)[/]")
+                continue
+            if not found and check.id in report.not_run:
+                console.print(f"  [dim]– {check.title} (not run: {report.not_run[check.id]})[/]")
                 continue
             if not found:
                 console.print(f"  {MARKS['ok']} {check.title}")

@@ -145,6 +145,25 @@ def test_yaml_problems(tmp_path, yaml_text, check_id, line, make_clean):
     assert report.exit_code == 1
 
 
+@pytest.mark.parametrize(("yaml_text", "ran", "reason"), [
+    ("", {"yaml.parse"}, "the data.yaml could not be read"),
+    ("- just\n- a list\n", {"yaml.parse"}, "the data.yaml could not be read"),
+    ("train: nowhere\nval: nowhere\nnames: [a]\n", {c for c in CHECKS if c.startswith("yaml.")},
+     "no images were found"),
+])
+def test_checks_with_nothing_to_look_at_are_shown_as_not_run(tmp_path, yaml_text, ran, reason):
+    data_yaml = tmp_path / "bad.yaml"
+    data_yaml.write_text(yaml_text)
+    report = check(data_yaml, cache=False)
+    found = {issue.check for issue in report.issues}
+    assert report.not_run == {c: reason for c in CHECKS if c not in ran | found}
+    assert report.to_dict()["not_run"] == report.not_run and report.exit_code == 1
+
+
+def test_a_complete_check_reports_nothing_as_not_run(planted_report):
+    assert planted_report.not_run == {} and "not_run" not in planted_report.to_dict()
+
+
 def test_relative_path_key_is_resolved_next_to_the_yaml_and_reported(tmp_path, monkeypatch, make_clean):
     make_clean(tmp_path / "data")
     data_yaml = tmp_path / "data.yaml"

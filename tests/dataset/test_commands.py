@@ -28,6 +28,14 @@ def test_planted_dataset_exits_1_and_shows_worst_examples(bra, planted):
     assert f"{counts['error']} errors, {counts['warning']} warnings, {counts['info']} info" in result.out
 
 
+def test_an_unreadable_data_yaml_shows_the_other_checks_as_not_run(bra, tmp_path):
+    (tmp_path / "empty.yaml").write_text("")
+    result = bra("dataset", "check", tmp_path / "empty.yaml")
+    assert result.code == 1 and "✘ data.yaml is readable YAML mapping: 1" in result.out
+    assert "✔" not in result.out
+    assert "– names and nc agree (not run: the data.yaml could not be read)" in result.out
+
+
 def test_strict_turns_warnings_into_exit_1(bra, tmp_path, make_clean):
     data_yaml = make_clean(tmp_path)
     (tmp_path / "labels" / "train" / "000.txt").write_text("0 0.95 0.5 0.3 0.2\n1 0.3 0.3 0.2 0.2\n")
