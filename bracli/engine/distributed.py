@@ -51,20 +51,28 @@ class World:
         return self.rank == 0
 
 
+def _whole_number(text: str) -> bool:
+    return text.strip().isdigit()
+
+
 def world(environ: Mapping[str, str] | None = None) -> World:
     """The world torchrun describes in the environment; ``WORLD_SIZE`` ≤ 1 (or unset) is one process, as in
     ultralytics, which trusts ``RANK``/``LOCAL_RANK`` only when ``WORLD_SIZE > 1``."""
     env = os.environ if environ is None else environ
-    try:
-        size = int(env.get("WORLD_SIZE", "1"))
-        if size <= 1:
-            return World()
-        rank, local_rank = int(env["RANK"]), int(env["LOCAL_RANK"])
-        local_size = int(env.get("LOCAL_WORLD_SIZE", "1"))
-        nodes = int(env.get("GROUP_WORLD_SIZE", str(max(size // max(local_size, 1), 1))))
-    except (KeyError, ValueError) as e:
-        raise UsageError(f"WORLD_SIZE={env.get('WORLD_SIZE')} but RANK/LOCAL_RANK are missing or not numbers "
-                         f"({e}); start bracli with torchrun, which sets all of them") from None
+    names = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_WORLD_SIZE")
+    if not _whole_number(env.get("WORLD_SIZE", "1")):
+        raise UsageError(f"WORLD_SIZE={env['WORLD_SIZE']} is not a number; start bracli with torchrun, which sets it")
+    size = int(env.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    wrong = [f"{name}={env.get(name, '(unset)')}" for name in names[1:]
+             if (name in env or name in ("RANK", "LOCAL_RANK")) and not _whole_number(env.get(name, ""))]
+    if wrong:
+        raise UsageError(f"WORLD_SIZE={size} but {', '.join(wrong)}: each must be a whole number; start bracli "
+                         "with torchrun, which sets all of them")
+    rank, local_rank = int(env["RANK"]), int(env["LOCAL_RANK"])
+    local_size = int(env.get("LOCAL_WORLD_SIZE", "1"))
+    nodes = int(env.get("GROUP_WORLD_SIZE", str(max(size // max(local_size, 1), 1))))
     if not (0 <= rank < size and 0 <= local_rank < max(local_size, 1)):
         raise UsageError(f"RANK={rank}, LOCAL_RANK={local_rank} do not fit WORLD_SIZE={size}, "
                          f"LOCAL_WORLD_SIZE={local_size}; start bracli with torchrun, which sets them")

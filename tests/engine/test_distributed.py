@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -41,6 +42,17 @@ def test_world_from_torchrun():
     world = distributed.world(TORCHRUN_ENV)
     assert world == distributed.World(size=4, rank=3, local_rank=1, local_size=2, nodes=2)
     assert world.distributed and not world.main
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE=abc is not a number"),
+    ({"WORLD_SIZE": "2", "RANK": "x", "LOCAL_RANK": "0"}, "RANK=x: each must be"),
+    ({"WORLD_SIZE": "2", "RANK": "0"}, "LOCAL_RANK=(unset): each must be"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "two"}, "LOCAL_WORLD_SIZE=two"),
+])
+def test_a_malformed_torchrun_variable_is_named(env, named):
+    with pytest.raises(UsageError, match=re.escape(named)):
+        distributed.world(env)
 
 
 @pytest.mark.parametrize("env", [{"WORLD_SIZE": "2"}, {"WORLD_SIZE": "2", "RANK": "x", "LOCAL_RANK": "0"},
