@@ -112,6 +112,27 @@ BraAfterVariants = Annotated[list[str] | None, typer.Option(
     "layers. Default: none and p3.", show_default=False)]
 
 
+def given(ctx: typer.Context, *names: str) -> list[str]:
+    """The options among ``names`` (parameter names) the user gave, on the command line or through the
+    environment, as they would type them (``--batch``): a default value is not a choice, a value typed is."""
+    typed = ("COMMANDLINE", "ENVIRONMENT")  # typer vendors click: its ParameterSource, told apart by name
+    return [max(param.opts, key=len) for param in ctx.command.params  # in the order --help lists them
+            if param.name in names and getattr(ctx.get_parameter_source(param.name), "name", None) in typed]
+
+
+def refuse_given(ctx: typer.Context, names: Iterable[str], message: str) -> None:
+    """Exit 2 when any option in ``names`` was given: ``message`` says why, with ``{flags}`` naming them all."""
+    flags = given(ctx, *names)
+    if flags:
+        raise UsageError(message.format(flags=", ".join(flags)))
+
+
+BRA_OPTION_NAMES = ("preset", "region_size", "n_win", "topk", "heads", "side_dwconv", "qk_dim")
+# What a model file decides (--model): --scale stays, it names the scale of a YAML without one in its name.
+ARCHITECTURE_OPTION_NAMES = ("family", "task", "bra_after", *BRA_OPTION_NAMES)
+RENDER_OPTION_NAMES = ("scale", *ARCHITECTURE_OPTION_NAMES)
+
+
 def bra_options(preset: str | None = None, **values: int | str | None) -> dict[str, int | str]:
     """The BRA options that were given (``None`` = the preset's), and the preset when it is not the default."""
     given = {key: value for key, value in values.items() if value is not None}
