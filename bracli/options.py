@@ -133,8 +133,18 @@ ARCHITECTURE_OPTION_NAMES = ("family", "task", "bra_after", *BRA_OPTION_NAMES)
 RENDER_OPTION_NAMES = ("scale", *ARCHITECTURE_OPTION_NAMES)
 
 
+def check_region_size(value: str | None) -> None:
+    """``--region-size`` as the command line spells it (auto, none or a positive number), told in those words."""
+    if value is None or str(value).strip().lower() in ("auto", "none"):
+        return
+    if not str(value).strip().isdigit() or int(value) < 1:
+        raise UsageError(f"--region-size {value} is not valid: give tokens per region side (a positive number), "
+                         "auto (the grid grows with the input) or none (a fixed n_win × n_win grid)")
+
+
 def bra_options(preset: str | None = None, **values: int | str | None) -> dict[str, int | str]:
     """The BRA options that were given (``None`` = the preset's), and the preset when it is not the default."""
+    check_region_size(values.get("region_size"))  # type: ignore[arg-type]
     given = {key: value for key, value in values.items() if value is not None}
     return {"preset": preset, **given} if preset not in (None, DEFAULTS["preset"]) else given
 

@@ -86,6 +86,7 @@ def command(
     extras = options.parse_extras(extra_pairs, OWN_EXTRAS)
     imgsz = options.imgsz(imgsz, notice=out.warn)
     device = options.device(device)
+    options.check_region_size(region_size)
     from bracli.ablation import plan
 
     variants = plan.expand(bra_after, families=family, tasks=task, scales=scale, presets=preset, n_win=n_win,
