@@ -9,7 +9,7 @@ import typer
 
 from bracli import options
 from bracli.errors import BracliError, UsageError
-from bracli.output import Output
+from bracli.output import Output, probe_writable
 
 if TYPE_CHECKING:
     from bracli.measure.report import CostReport, ModelCost
@@ -68,6 +68,7 @@ def command(
         from bracli.files import check_writable
 
         check_writable(plot, force)
+        probe_writable(plot)
 
     from bracli.engine.setup import setup
 

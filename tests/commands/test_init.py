@@ -165,6 +165,13 @@ def test_list_shows_the_family_placements_with_layer_stride_and_channels(workdir
     assert list(workdir.iterdir()) == []
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_unwritable_json_target_leaves_no_yaml(workdir, capsys):
+    assert run_init("--json", "/proc/x.json") == 2
+    assert "cannot write /proc/x.json" in capsys.readouterr().err
+    assert list(workdir.iterdir()) == []
+
+
 def test_list_as_json_holds_what_the_tables_show(workdir, capsys):
     import json
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -153,3 +155,11 @@ def test_bra_options_for_a_plain_model_are_refused(bra, given, named):
     r = bra("train", "--bra-after", "none", *given)
     assert r.code == 2
     assert f"without a BRA layer; drop {named}" in r.err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_unwritable_json_target_is_refused_before_training(bra, tiny_data, tmp_path):
+    r = bra("train", tiny_data, "--json", "/proc/x.json", "--project", tmp_path / "runs", "--epochs", "1")
+    assert r.code == 2
+    assert "cannot write /proc/x.json" in r.err
+    assert not (tmp_path / "runs").exists()
