@@ -62,8 +62,18 @@ ImgszList = Annotated[list[str], typer.Option(
     "that is not a multiple of 32 is rounded up, with a notice.")]
 Seed = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
                                    help="Random seed: the same seed and settings give the same result.")]
+
+
+def run_name(value: str | None) -> str | None:
+    """A run name is one folder inside --project: a path in it would put the run (and its weights) elsewhere."""
+    if value is not None and (value in ("", ".", "..") or "/" in value or "\\" in value or os.sep in value):
+        raise UsageError(f"--name {value!r} is not a folder name: it names one folder inside --project (no '/', "
+                         "'\\' or '..'); put the path in --project")
+    return value
+
+
 Name = Annotated[str | None, typer.Option("--name", help="Run name (default: ultralytics' train, train-2, …).",
-                                          show_default=False)]
+                                          show_default=False, callback=run_name)]
 
 # The model a command renders (init, train, profile): one declaration each; None means the render default.
 Family = Annotated[str, typer.Option("--family", help="Model family: yolov8, yolo11 or yolo26.")]
