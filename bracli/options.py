@@ -48,8 +48,17 @@ Conf = Annotated[float | None, typer.Option(
     "0.001 to validate).", show_default=False)]
 Iou = Annotated[float | None, typer.Option(
     "--iou", min=0.0, max=1.0, help="NMS IoU threshold (default: ultralytics' 0.7).", show_default=False)]
+
+
+def runs_folder(value: Path | None) -> Path | None:
+    """--project must be a folder, or not exist yet (it is made); a file there fails before any work starts."""
+    if value is not None and value.exists() and not value.is_dir():
+        raise UsageError(f"--project {value} is a file, not a folder")
+    return value
+
+
 Project = Annotated[Path | None, typer.Option(
-    "--project", help="Runs folder (default: ./runs/<task>).", show_default=False)]
+    "--project", help="Runs folder (default: ./runs/<task>).", show_default=False, callback=runs_folder)]
 AllowDownload = Annotated[bool, typer.Option(
     "--allow-download", help="Let ultralytics run the data.yaml 'download:' entry (it executes code from that "
     "file).")]

@@ -158,3 +158,12 @@ def test_commands_refuse_a_name_that_leaves_the_project(bra, tmp_path, command):
     assert r.code == 2
     assert "is not a folder name" in r.err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["train"], ["ablate"], ["val", "missing.pt"], ["predict", "missing.pt"]])
+def test_a_project_that_is_a_file_is_refused_up_front(bra, tmp_path, command):
+    projfile = tmp_path / "projfile"
+    projfile.write_text("")
+    r = bra(*command, "--project", projfile)
+    assert r.code == 2
+    assert "is a file, not a folder" in r.err
