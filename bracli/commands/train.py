@@ -76,6 +76,9 @@ def command(
             options.refuse_given(ctx, NOT_ON_RESUME, "--resume continues a run with its own settings; it does not "
                                  "take {flags} (it takes --imgsz, --batch, --device, --workers)")
             _check_resume_extras(extras)
+            if _resume_arguments(paths)[0] is not True:
+                options.refuse_given(ctx, ("project",), "--resume RUN names the run; {flags} only says where to "
+                                     "look for the newest one when no RUN is given")
         if model:
             options.refuse_given(ctx, options.ARCHITECTURE_OPTION_NAMES, "--model takes the architecture from its "
                                  "file; drop {flags} or --model")

@@ -110,6 +110,12 @@ def test_resume_refuses_options_it_would_ignore(bra, tmp_path, given, named):
     assert f"it does not take {named}" in r.err
 
 
+def test_resume_of_a_named_run_refuses_project(bra, tmp_path):
+    r = bra("train", "--resume", tmp_path / "run", "--project", tmp_path / "elsewhere")
+    assert r.code == 2
+    assert "--resume RUN names the run; --project only says" in r.err
+
+
 def test_resume_refuses_extras_it_would_ignore(bra, tmp_path):
     r = bra("train", "--resume", tmp_path / "run", "lr0=0.1")
     assert r.code == 2
