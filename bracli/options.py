@@ -48,8 +48,17 @@ Conf = Annotated[float | None, typer.Option(
     "0.001 to validate).", show_default=False)]
 Iou = Annotated[float | None, typer.Option(
     "--iou", min=0.0, max=1.0, help="NMS IoU threshold (default: ultralytics' 0.7).", show_default=False)]
+
+
+def runs_folder(value: Path | None) -> Path | None:
+    """--project must be a folder, or not exist yet (it is made); a file there fails before any work starts."""
+    if value is not None and value.exists() and not value.is_dir():
+        raise UsageError(f"--project {value} is a file, not a folder")
+    return value
+
+
 Project = Annotated[Path | None, typer.Option(
-    "--project", help="Runs folder (default: ./runs/<task>).", show_default=False)]
+    "--project", help="Runs folder (default: ./runs/<task>).", show_default=False, callback=runs_folder)]
 AllowDownload = Annotated[bool, typer.Option(
     "--allow-download", help="Let ultralytics run the data.yaml 'download:' entry (it executes code from that "
     "file).")]
@@ -62,8 +71,18 @@ ImgszList = Annotated[list[str], typer.Option(
     "that is not a multiple of 32 is rounded up, with a notice.")]
 Seed = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1,
                                    help="Random seed: the same seed and settings give the same result.")]
+
+
+def run_name(value: str | None) -> str | None:
+    """A run name is one folder inside --project: a path in it would put the run (and its weights) elsewhere."""
+    if value is not None and (value in ("", ".", "..") or "/" in value or "\\" in value or os.sep in value):
+        raise UsageError(f"--name {value!r} is not a folder name: it names one folder inside --project (no '/', "
+                         "'\\' or '..'); put the path in --project")
+    return value
+
+
 Name = Annotated[str | None, typer.Option("--name", help="Run name (default: ultralytics' train, train-2, …).",
-                                          show_default=False)]
+                                          show_default=False, callback=run_name)]
 
 # The model a command renders (init, train, profile): one declaration each; None means the render default.
 Family = Annotated[str, typer.Option("--family", help="Model family: yolov8, yolo11 or yolo26.")]
@@ -112,8 +131,39 @@ BraAfterVariants = Annotated[list[str] | None, typer.Option(
     "layers. Default: none and p3.", show_default=False)]
 
 
+def given(ctx: typer.Context, *names: str) -> list[str]:
+    """The options among ``names`` (parameter names) the user gave, on the command line or through the
+    environment, as they would type them (``--batch``): a default value is not a choice, a value typed is."""
+    typed = ("COMMANDLINE", "ENVIRONMENT")  # typer vendors click: its ParameterSource, told apart by name
+    return [max(param.opts, key=len) for param in ctx.command.params  # in the order --help lists them
+            if param.name in names and getattr(ctx.get_parameter_source(param.name), "name", None) in typed]
+
+
+def refuse_given(ctx: typer.Context, names: Iterable[str], message: str) -> None:
+    """Exit 2 when any option in ``names`` was given: ``message`` says why, with ``{flags}`` naming them all."""
+    flags = given(ctx, *names)
+    if flags:
+        raise UsageError(message.format(flags=", ".join(flags)))
+
+
+BRA_OPTION_NAMES = ("preset", "region_size", "n_win", "topk", "heads", "side_dwconv", "qk_dim")
+# What a model file decides (--model): --scale stays, it names the scale of a YAML without one in its name.
+ARCHITECTURE_OPTION_NAMES = ("family", "task", "bra_after", *BRA_OPTION_NAMES)
+RENDER_OPTION_NAMES = ("scale", *ARCHITECTURE_OPTION_NAMES)
+
+
+def check_region_size(value: str | None) -> None:
+    """``--region-size`` as the command line spells it (auto, none or a positive number), told in those words."""
+    if value is None or str(value).strip().lower() in ("auto", "none"):
+        return
+    if not str(value).strip().isdigit() or int(value) < 1:
+        raise UsageError(f"--region-size {value} is not valid: give tokens per region side (a positive number), "
+                         "auto (the grid grows with the input) or none (a fixed n_win × n_win grid)")
+
+
 def bra_options(preset: str | None = None, **values: int | str | None) -> dict[str, int | str]:
     """The BRA options that were given (``None`` = the preset's), and the preset when it is not the default."""
+    check_region_size(values.get("region_size"))  # type: ignore[arg-type]
     given = {key: value for key, value in values.items() if value is not None}
     return {"preset": preset, **given} if preset not in (None, DEFAULTS["preset"]) else given
 

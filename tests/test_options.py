@@ -139,3 +139,31 @@ def test_trust_comes_from_the_flag_or_the_environment(monkeypatch):
     assert not options.trust_checkpoints(False) and options.trust_checkpoints(True)
     monkeypatch.setenv(options.TRUST_ENV, "1")
     assert options.trust_checkpoints(False)
+
+
+@pytest.mark.parametrize("value", ["../../escaped", "a/b", "..", ".", "", "a\\b", "/abs"])
+def test_a_run_name_is_one_folder(value):
+    with pytest.raises(UsageError, match="is not a folder name"):
+        options.run_name(value)
+
+
+@pytest.mark.parametrize("value", [None, "exp", "exp-2", "..exp", "a.b"])
+def test_plain_run_names_pass(value):
+    assert options.run_name(value) == value
+
+
+@pytest.mark.parametrize("command", [["train"], ["ablate"]])
+def test_commands_refuse_a_name_that_leaves_the_project(bra, tmp_path, command):
+    r = bra(*command, "--project", tmp_path / "runs", "--name", "../../escaped")
+    assert r.code == 2
+    assert "is not a folder name" in r.err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["train"], ["ablate"], ["val", "missing.pt"], ["predict", "missing.pt"]])
+def test_a_project_that_is_a_file_is_refused_up_front(bra, tmp_path, command):
+    projfile = tmp_path / "projfile"
+    projfile.write_text("")
+    r = bra(*command, "--project", projfile)
+    assert r.code == 2
+    assert "is a file, not a folder" in r.err

@@ -9,7 +9,7 @@ import typer
 
 from bracli import options
 from bracli.errors import BracliError, UsageError
-from bracli.output import Output
+from bracli.output import Output, probe_writable
 
 if TYPE_CHECKING:
     from bracli.ablation.report import AblationReport, Row
@@ -19,11 +19,14 @@ EPILOG = ("Example: bra ablate data.yaml --bra-after none --bra-after p3 --bra-a
           "--device 0,1,2,3   ·  The table again: bra ablate --report runs/ablate/data")
 OWN_EXTRAS = {"epochs": "--epochs", "imgsz": "--imgsz", "batch": "--batch", "device": "--device",
               "workers": "--workers", "seed": "--seed"}
-VARIANT_FLAGS = ("--bra-after", "--family", "--task", "--scale", "--preset", "--n-win", "--topk", "--heads",
-                 "--side-dwconv", "--qk-dim", "--region-size", "--weights")
+# What --report has no use for: it reads a finished folder's records and trains nothing.
+NOT_WITH_REPORT = ("bra_after", "family", "task", "scale", "preset", "n_win", "topk", "heads", "side_dwconv",
+                   "qk_dim", "region_size", "weights", "epochs", "imgsz", "batch", "device", "workers", "seed",
+                   "project", "name", "trust_checkpoint")
 
 
 def command(
+    ctx: typer.Context,
     args: Annotated[list[str] | None, typer.Argument(
         metavar="[DATA] [KEY=VALUE]...",
         help="data.yaml (default: the built-in sample dataset), then any ultralytics training argument as "
@@ -70,12 +73,11 @@ def command(
         from bracli.files import check_writable
 
         check_writable(plot, force)
+        probe_writable(plot)
     if report is not None:
-        given = [flag for flag, value in zip(VARIANT_FLAGS, (bra_after, family, task, scale, preset, n_win, topk,
-                                                             heads, side_dwconv, qk_dim, region_size, weights),
-                                                  strict=True) if value]
-        if args or given:
-            raise UsageError(f"--report reads a finished folder; drop {', '.join(given) or 'the data and extras'}")
+        options.refuse_given(ctx, NOT_WITH_REPORT, "--report reads a finished folder and trains nothing; drop {flags}")
+        if args:
+            raise UsageError("--report reads a finished folder; drop the data and extras")
         from bracli.ablation.report import read_report
 
         _finish(read_report(report), out, plot, force)
@@ -85,10 +87,14 @@ def command(
     extras = options.parse_extras(extra_pairs, OWN_EXTRAS)
     imgsz = options.imgsz(imgsz, notice=out.warn)
     device = options.device(device)
+    options.check_region_size(region_size)
     from bracli.ablation import plan
 
     variants = plan.expand(bra_after, families=family, tasks=task, scales=scale, presets=preset, n_win=n_win,
                            topk=topk, heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim, region_size=region_size)
+    if not any(variant.placements for variant in variants):
+        options.refuse_given(ctx, options.BRA_OPTION_NAMES, "no variant has a BRA layer (--bra-after none); drop "
+                             "{flags}")
     data = Path(paths[0]).expanduser().resolve() if paths else None
     if data is not None and not data.is_file():
         raise BracliError(f"data file not found: {data}")

@@ -10,7 +10,7 @@ from bracli import options
 from bracli.dataset import DEFAULT_NEAR_DUP_THRESHOLD
 from bracli.dataset.sample import DEFAULTS as SAMPLE
 from bracli.errors import UsageError
-from bracli.output import Output, stderr_console
+from bracli.output import Output, probe_writable, stderr_console
 
 app = typer.Typer(help="Inspect YOLO datasets, or write the built-in sample dataset.", no_args_is_help=True)
 
@@ -48,9 +48,10 @@ def check(
     out = Output(json_out, force=force)
     imgsz = options.imgsz(imgsz, notice=out.warn)
     if plots is not None:
-        from bracli.dataset.plots import check_plots_writable
+        from bracli.dataset.plots import PLOT_NAMES, check_plots_writable
 
         check_plots_writable(plots, force)
+        probe_writable(plots / PLOT_NAMES[0])
     with _ProgressBar(stderr_console) as progress:
         report = run_check(data, imgsz=imgsz, strict=strict,
                            near_dup_threshold=near_dup_threshold if near_dups else None, workers=workers,

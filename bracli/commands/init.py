@@ -15,10 +15,12 @@ import typer
 
 from bracli import options
 from bracli.errors import UsageError
-from bracli.output import Output
+from bracli.output import Output, probe_writable
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from bracli.templates.graphs import PlacementInfo
 
 NAME = "init"
 EPILOG = "Example: bra init --family yolo11 --task segment --scale n --bra-after p3"
@@ -26,6 +28,7 @@ SUMMARY_IMGSZ = 640
 
 
 def command(
+    ctx: typer.Context,
     family: options.Family = "yolov8",
     task: options.Task = "detect",
     scale: options.Scale = None,
@@ -54,7 +57,14 @@ def command(
     templates.check_family(family)
     templates.check_task(task)
     if list_choices:
-        _print_choices(family, task, out)
+        options.refuse_given(ctx, ("scale", "bra_after", "nc", *options.BRA_OPTION_NAMES, "out_path"),
+                             "--list shows a family's choices and writes no model; drop {flags}")
+        if not json_out or json_out == "-":
+            options.refuse_given(ctx, ("force",), "--list writes no file but its --json; drop {flags}")
+        choices = Choices(family, task, templates.template_file(family, task),
+                          templates.describe_placements(family, task), templates.scale_table(family, task))
+        _print_choices(choices, out)
+        out.emit(choices)
         return
     from bracli.files import atomic_write_text, check_writable
 
@@ -65,12 +75,16 @@ def command(
     if not placements and not asked_for_none:
         raise UsageError(f"--bra-after got no placement; give at least one, or {templates.NO_BRA} for the plain model "
                          "(see bra init --list)")
+    if not placements:
+        options.refuse_given(ctx, options.BRA_OPTION_NAMES, "--bra-after none renders a model without a BRA layer; "
+                             "drop {flags}")
     bra = options.bra_options(preset, n_win=n_win, topk=topk, heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim,
                               region_size=region_size)
     model = templates.render(scale, placements, family=family, task=task, nc=nc, **bra)
     path = out_path if out_path is not None else Path(templates.model_filename(scale, placements, family, task))
     _check_name(path, scale, family)
     check_writable(path, force)
+    probe_writable(path)
     text = templates.to_yaml(model, templates.default_header(model))
 
     from bracli.engine.setup import setup
@@ -98,6 +112,23 @@ def _check_name(path: Path, scale: str, family: str) -> None:
     if found != scale:
         raise UsageError(f"--out {path}: the name says scale '{found}' but --scale is '{scale}'; ultralytics would "
                          f"build scale '{found}' with channels for '{scale}'")
+
+
+@dataclass
+class Choices:
+    """What `bra init --list` shows: a family's placements and scales."""
+
+    family: str
+    task: str
+    template: str
+    placements: list[PlacementInfo]
+    scales: dict[str, tuple[float, float, int]]  # scale -> (depth, width, max channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "task": self.task, "template": self.template,
+                "placements": [p.to_dict() for p in self.placements],
+                "scales": {scale: dict(zip(("depth", "width", "max_channels"), values, strict=True))
+                           for scale, values in self.scales.items()}}
 
 
 @dataclass
@@ -176,27 +207,27 @@ def _print_summary(summary: InitSummary, model: dict[str, Any], out: Output) -> 
     out.print(table)
 
 
-def _print_choices(family: str, task: str, out: Output) -> None:
+def _print_choices(choices: Choices, out: Output) -> None:
     from rich import box
     from rich.table import Table
 
-    from bracli.templates import FAMILY_TITLES, NO_BRA, SCALES, describe_placements, scale_table, template_file
-    name = FAMILY_TITLES[family]
-    placements = Table(title=f"{name} {task} placements (--bra-after; combine any, each once; {NO_BRA} = plain model)",
-                       title_justify="left", box=box.SIMPLE_HEAD)
+    from bracli.templates import FAMILY_TITLES, NO_BRA, SCALES
+    name = FAMILY_TITLES[choices.family]
+    placements = Table(title=f"{name} {choices.task} placements (--bra-after; combine any, each once; {NO_BRA} = "
+                       "plain model)", title_justify="left", box=box.SIMPLE_HEAD)
     channels = f"channels {'/'.join(SCALES)}"
     for column in ("placement", "after layer", "stride", channels, "that layer is"):
         placements.add_column(column, justify="right" if column == "stride" else "left",
                               no_wrap=column != "that layer is")
-    for info in describe_placements(family, task):
+    for info in choices.placements:
         placements.add_row(info.name, f"{info.follows} {info.module}", str(info.stride),
                            "/".join(str(info.channels[s]) for s in SCALES), info.description)
     scales = Table(title="Scales (--scale)", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("scale", "depth", "width", "max channels"):
         scales.add_column(column, justify="right")
-    for scale, (depth, width, max_channels) in scale_table(family, task).items():
+    for scale, (depth, width, max_channels) in choices.scales.items():
         scales.add_row(scale, f"{depth:g}", f"{width:g}", str(max_channels))
     out.print(placements)
     out.print(scales)
-    out.info(f"Layer numbers are those of plain {name} ({template_file(family, task)}); channels are the BRA "
+    out.info(f"Layer numbers are those of plain {name} ({choices.template}); channels are the BRA "
              "layer's at each scale. Other families: --family yolov8|yolo11|yolo26, --task detect|segment.")

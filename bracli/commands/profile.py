@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from bracli import options
-from bracli.errors import UsageError
-from bracli.output import Output
+from bracli.errors import BracliError, UsageError
+from bracli.output import Output, probe_writable
 
 if TYPE_CHECKING:
     from bracli.measure.report import CostReport, ModelCost
@@ -20,6 +20,7 @@ EPILOG = ("Example: bra profile --scale n --bra-after p3 --imgsz 320,640,1280 --
 
 
 def command(
+    ctx: typer.Context,
     model: str | None = typer.Argument(None, help="A model YAML or a .pt checkpoint; default: rendered from "
                                        "--scale/--bra-after.", show_default=False),
     family: options.Family = "yolov8",
@@ -43,7 +44,7 @@ def command(
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed forwards before timing."),
     runs: int = typer.Option(10, "--runs", min=1, help="Timed forwards."),
     plot: Path | None = typer.Option(None, "--plot", help="Draw how each figure grows with the input size "
-                                     "(PNG; needs two or more --imgsz).", show_default=False),
+                                     "(a .png file; needs two or more --imgsz).", show_default=False),
     trust_checkpoint: options.TrustCheckpoint = False,
     json_out: options.JsonOut = None,
     force: options.Force = False,
@@ -51,6 +52,9 @@ def command(
     """Measure a model's true cost: params, FLOPs with attention, latency, memory."""
     out = Output(json_out, force=force)
     measure = _selected(gflops, latency, memory)
+    if not measure[1]:
+        options.refuse_given(ctx, ("warmup", "runs"), "{flags} only time the latency, which is not measured here")
+    _check_model_options(ctx, model, bra_after, family, task)
     if model is not None and model.isdigit() and not Path(model).exists():
         raise UsageError(f"'{model}' is not a model file; for several sizes write --imgsz 640,{model} "
                          "(or repeat --imgsz)")
@@ -59,9 +63,12 @@ def command(
     if plot is not None:
         if len(sizes) < 2:
             raise UsageError("--plot needs at least two --imgsz values, e.g. --imgsz 320,640,1280")
+        if plot.suffix.lower() != ".png":
+            raise UsageError(f"--plot {plot}: the figure is a PNG; name the file *.png")
         from bracli.files import check_writable
 
         check_writable(plot, force)
+        probe_writable(plot)
 
     from bracli.engine.setup import setup
 
@@ -81,6 +88,21 @@ def command(
 
         out.wrote(plot_cost(result, plot, force=force))
     out.emit(result)
+
+
+def _check_model_options(ctx: typer.Context, model: str | None, bra_after: list[str] | None, family: str,
+                         task: str) -> None:
+    """Options that would shape a model nobody builds: MODEL gives its own; a plain model has no BRA layer."""
+    from bracli import templates
+
+    if model is not None:
+        if Path(model).is_dir():
+            raise BracliError(f"{model} is a folder, not a model file (a .yaml or .pt)")
+        options.refuse_given(ctx, options.ARCHITECTURE_OPTION_NAMES, "MODEL gives the architecture; drop {flags} "
+                             "or MODEL")
+    elif bra_after and not templates.parse_placements(bra_after, family, task):
+        options.refuse_given(ctx, options.BRA_OPTION_NAMES, "--bra-after none measures a model without a BRA layer; "
+                             "drop {flags}")
 
 
 def _selected(gflops: bool | None, latency: bool | None, memory: bool | None) -> tuple[bool, bool, bool]:

@@ -19,9 +19,16 @@ EPILOG = ("Example: bra train data.yaml --epochs 50 --scale s --bra-after p3,p4 
           "·  Resume: bra train --resume [runs/detect/train]")
 OWN_EXTRAS = {"epochs": "--epochs", "imgsz": "--imgsz", "batch": "--batch", "device": "--device",
               "workers": "--workers", "seed": "--seed"}
+# What a resumed run takes over from the command line: ultralytics' trainer (check_resume) applies these and
+# keeps the checkpoint's value for every other argument: --imgsz, --batch, --workers and --device when given,
+# and these extras.
+RESUME_EXTRAS = ("close_mosaic", "augmentations", "save_period", "cache", "patience", "time", "freeze", "val",
+                 "plots", "channels_last")
+NOT_ON_RESUME = ("model", "weights", "epochs", "name", "seed", *options.RENDER_OPTION_NAMES)
 
 
 def command(
+    ctx: typer.Context,
     args: Annotated[list[str] | None, typer.Argument(
         metavar="[DATA] [KEY=VALUE]...",
         help="data.yaml (default: the built-in sample dataset), then any ultralytics argument as key=value.")] = None,
@@ -65,15 +72,22 @@ def command(
         extras = options.parse_extras(extra_pairs, OWN_EXTRAS)
         bra = options.bra_options(preset, n_win=n_win, topk=topk, heads=heads, side_dwconv=side_dwconv,
                                   qk_dim=qk_dim, region_size=region_size)
-        rendering = {"--bra-after": bra_after, "--family": family != "yolov8", "--task": task != "detect"}
-        given = [flag for flag, value in rendering.items() if value] + [f"--{k.replace('_', '-')}" for k in bra]
-        if model and given:
-            raise UsageError(f"--model takes the architecture from its file; drop {'/'.join(given)} or --model")
-        if resume and (model or weights or given or scale):
-            raise UsageError("--resume continues a run as it was; it takes no model, scale or weights options")
+        if resume:
+            options.refuse_given(ctx, NOT_ON_RESUME, "--resume continues a run with its own settings; it does not "
+                                 "take {flags} (it takes --imgsz, --batch, --device, --workers)")
+            _check_resume_extras(extras)
+            if _resume_arguments(paths)[0] is not True:
+                options.refuse_given(ctx, ("project",), "--resume RUN names the run; {flags} only says where to "
+                                     "look for the newest one when no RUN is given")
+        if model:
+            options.refuse_given(ctx, options.ARCHITECTURE_OPTION_NAMES, "--model takes the architecture from its "
+                                 "file; drop {flags} or --model")
         imgsz = options.imgsz(imgsz, notice=notice)
         device = options.device(device)
-        if not resume:  # a resumed run's batch is the checkpoint's, checked by the trainer
+        if resume:  # the device goes to the trainer as it does for a new run; these as the overrides resume applies
+            taken = {"imgsz": imgsz, "batch": batch, "workers": workers}
+            extras.update({key: value for key, value in taken.items() if options.given(ctx, key)})
+        if not resume or options.given(ctx, "batch"):  # else the checkpoint's batch, checked by the trainer
             distributed.check_batch(batch, world)
 
         from bracli import templates
@@ -81,6 +95,9 @@ def command(
         templates.check_family(family)
         templates.check_task(task)
         placements = templates.parse_placements(bra_after or ["p3"], family, task)
+        if not placements and model is None:
+            options.refuse_given(ctx, options.BRA_OPTION_NAMES, "--bra-after none renders a model without a BRA "
+                                 "layer; drop {flags}")
         if not resume and model is None:  # bad options fail before torch is imported
             templates.render(scale or "n", placements, family=family, task=task, **bra)
 
@@ -122,6 +139,14 @@ def _reported_once(world: distributed.World) -> Iterator[None]:
 
 def _quiet(message: str) -> None:
     """Notices on ranks other than 0: rank 0 prints the same ones."""
+
+
+def _check_resume_extras(extras: dict[str, str]) -> None:
+    """Extras a resume would ignore (ultralytics keeps the checkpoint's value) are refused, not dropped."""
+    ignored = [f"{key}=" for key in extras if key not in RESUME_EXTRAS]
+    if ignored:
+        raise UsageError(f"--resume continues a run with its own settings; it does not take {', '.join(ignored)} "
+                         f"(of extras it takes {', '.join(k + '=' for k in RESUME_EXTRAS)})")
 
 
 def _resume_arguments(paths: list[str]) -> tuple[str | bool, str | None]:

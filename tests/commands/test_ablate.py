@@ -107,9 +107,13 @@ def test_rerun_with_other_settings_is_refused(ablation, bra):
     (["exist_ok=True"], "exist_ok= is not an extra"),
     (["--report", "somewhere", "--bra-after", "p3"], "--report reads a finished folder"),
     (["--report", "nowhere"], "does not exist"),
+    (["--report", "somewhere", "--epochs", "5", "--seed", "0"], "trains nothing; drop --epochs, --seed"),
+    (["--bra-after", "none", "--topk", "8", "--region-size", "none"], "no variant has a BRA layer (--bra-after "
+                                                                      "none); drop --topk, --region-size"),
 ])
-def test_bad_input_exits_2_before_anything_runs(bra, tmp_path, args, message):
-    r = bra("ablate", *args, "--project", tmp_path / "runs")
+def test_bad_input_exits_2_before_anything_runs(bra, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)  # the default folder, ./runs/ablate, would be made here
+    r = bra("ablate", *args)
     assert r.code == 2, r.err
     assert message in r.err
     assert not (tmp_path / "runs").exists()

@@ -114,6 +114,12 @@ def test_refuses_to_overwrite_without_force(workdir, capsys):
         (["-a", "none,p3"], "'none'"),
         (["--family", "yolo11", "--out", "model.yaml"], "e.g. yolo11n-custom.yaml"),
         (["--list", "--family", "v8"], "'v8'"),
+        (["--list", "--family", "yolo11", "--json", "-", "--out", "yolov8n-zz.yaml"], "writes no model; drop --out"),
+        (["--list", "--scale", "s", "--topk", "4"], "drop --scale, --topk"),
+        (["--list", "--force"], "drop --force"),
+        (["--bra-after", "none", "--topk", "8", "--preset", "blog"], "without a BRA layer; drop --preset, --topk"),
+        (["-a", "none", "--region-size", "none"], "without a BRA layer; drop --region-size"),
+        (["--region-size", "0"], "give tokens per region side (a positive number), auto"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
 )
@@ -156,6 +162,26 @@ def test_list_shows_the_family_placements_with_layer_stride_and_channels(workdir
     assert ("psa" in out) == (family != "yolov8")
     for scale in SCALES:
         assert re.search(rf"^\s*{scale}\s", out, re.MULTILINE)
+    assert list(workdir.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_unwritable_json_target_leaves_no_yaml(workdir, capsys):
+    assert run_init("--json", "/proc/x.json") == 2
+    assert "cannot write /proc/x.json" in capsys.readouterr().err
+    assert list(workdir.iterdir()) == []
+
+
+def test_list_as_json_holds_what_the_tables_show(workdir, capsys):
+    import json
+
+    assert run_init("--list", "--family", "yolo11", "--json", "-") == 0
+    captured = capsys.readouterr()
+    listing = json.loads(captured.out)
+    assert listing["family"] == "yolo11" and listing["template"] == templates.template_file("yolo11", "detect")
+    assert [p["name"] for p in listing["placements"]] == list(templates.placements_for("yolo11", "detect"))
+    assert set(listing["scales"]) == set(SCALES)
+    assert "placements (--bra-after" in captured.err  # the tables moved to stderr
     assert list(workdir.iterdir()) == []
 
 

@@ -102,13 +102,20 @@ def test_command_json_to_stdout_stays_pure(wide_bra, tmp_path):
     (["--imgsz", "10"], 2, "smaller than the model stride"),
     (["--no-gflops", "--no-latency", "--no-memory"], 2, "nothing to measure"),
     (["--imgsz", "32", "--memory", "--no-compare"], 1, "use a larger --imgsz or --batch"),
+    (["--gflops", "--runs", "3", "--warmup", "9"], 2, "--warmup, --runs only time the latency"),
+    (["--no-latency", "--runs", "10"], 2, "--runs only time the latency"),
+    (["--imgsz", "64,96", "--plot", "one.txt"], 2, "name the file *.png"),
+    (["yolov8n-bra-p3.yaml", "--family", "yolov8", "--preset", "bracli"], 2, "drop --family, --preset or MODEL"),
+    (["--bra-after", "none", "--region-size", "auto"], 2, "without a BRA layer; drop --region-size"),
+    (["folder.yaml"], 1, "folder.yaml is a folder, not a model file"),
 ])
 def test_command_errors_are_one_line(wide_bra, monkeypatch, tmp_path, args, code, message):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder.yaml").mkdir()
     got, _, err = astuple(wide_bra("profile", *args))
     assert got == code
     assert message in err and "Traceback" not in err
-    assert not (tmp_path / "one.png").exists()
+    assert not (tmp_path / "one.png").exists() and not (tmp_path / "one.txt").exists()
 
 
 def test_command_reports_a_model_that_cannot_be_built(tmp_path, wide_bra):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -94,3 +96,76 @@ def test_weights_transfer_reported(bra, tiny_data, tmp_path):
     assert "BRA layers [16] initialised fresh" in r.out
     options = yaml.safe_load((tmp_path / "runs" / "train" / "bracli.yaml").read_text())
     assert options["transfer"]["complete"] is True
+
+
+@pytest.mark.parametrize("given, named", [
+    (["--epochs", "2", "--seed", "5", "--name", "renamed"], "--epochs, --name, --seed"),
+    (["--epochs", "50"], "--epochs"),  # the default, typed: still a choice the resume would drop
+    (["--family", "yolov8", "--scale", "n"], "--family, --scale"),
+    (["--bra-after", "p4", "--topk", "8"], "--bra-after, --topk"),
+])
+def test_resume_refuses_options_it_would_ignore(bra, tmp_path, given, named):
+    r = bra("train", "--resume", tmp_path / "run", *given)
+    assert r.code == 2
+    assert f"it does not take {named}" in r.err
+
+
+def test_resume_of_a_named_run_refuses_project(bra, tmp_path):
+    r = bra("train", "--resume", tmp_path / "run", "--project", tmp_path / "elsewhere")
+    assert r.code == 2
+    assert "--resume RUN names the run; --project only says" in r.err
+
+
+def test_resume_refuses_extras_it_would_ignore(bra, tmp_path):
+    r = bra("train", "--resume", tmp_path / "run", "lr0=0.1")
+    assert r.code == 2
+    assert "it does not take lr0=" in r.err
+
+
+@pytest.mark.slow
+def test_resume_applies_the_options_it_takes(bra, tiny_data, tmp_path):
+    from bracli.engine import train
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_epoch(trainer) -> None:
+        if trainer.epoch == 0:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train.train(tiny_data, train.ModelChoice(), project=tmp_path, name="run", epochs=2, imgsz=64, batch=4,
+                    device="cpu", workers=0, extras={"val": False, "plots": False},
+                    callbacks={"on_model_save": stop_after_first_epoch})
+    r = bra("train", "--resume", tmp_path / "run", "--imgsz", "96", "--batch", "2", "--device", "cpu", "patience=7")
+    assert r.code == 0, r.err
+    args = yaml.safe_load((tmp_path / "run" / "args.yaml").read_text())
+    assert (args["imgsz"], args["batch"], args["patience"], args["epochs"]) == (96, 2, 7, 2)
+
+
+@pytest.mark.parametrize("given, named", [
+    (["--family", "yolov8"], "--family"),
+    (["--task", "detect", "--preset", "bracli"], "--task, --preset"),
+])
+def test_model_refuses_render_options_even_at_their_defaults(bra, tmp_path, given, named):
+    r = bra("train", "--model", tmp_path / "yolov8n-bra-p3.yaml", *given)
+    assert r.code == 2
+    assert f"drop {named} or --model" in r.err
+
+
+@pytest.mark.parametrize("given, named", [
+    (["--topk", "8", "--preset", "blog"], "--preset, --topk"),
+    (["--region-size", "none"], "--region-size"),
+])
+def test_bra_options_for_a_plain_model_are_refused(bra, given, named):
+    r = bra("train", "--bra-after", "none", *given)
+    assert r.code == 2
+    assert f"without a BRA layer; drop {named}" in r.err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_unwritable_json_target_is_refused_before_training(bra, tiny_data, tmp_path):
+    r = bra("train", tiny_data, "--json", "/proc/x.json", "--project", tmp_path / "runs", "--epochs", "1")
+    assert r.code == 2
+    assert "cannot write /proc/x.json" in r.err
+    assert not (tmp_path / "runs").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -87,6 +88,14 @@ def test_plots_are_written_and_never_overwritten_without_force(bra, tmp_path, ma
     assert result.code == 2 and "--force" in result.err
     assert {name: (plots / name).read_bytes() for name in PLOT_NAMES} == before
     assert bra("dataset", "check", data_yaml, "--plots", plots, "--force").code == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_plots_folder_that_cannot_be_written_is_refused_before_the_check(bra, tmp_path, make_clean):
+    result = bra("dataset", "check", make_clean(tmp_path / "data"), "--plots", "/proc/plots")
+    assert result.code == 2
+    assert "cannot write /proc/plots/" in result.err
+    assert "label files" not in result.out + result.err  # the check never ran
 
 
 def test_sample_command_writes_a_clean_dataset(bra, tmp_path):
