@@ -52,6 +52,32 @@ class TrainingInterrupted(BracliError):
     everywhere = True
 
 
+class PolygonsMissing(BracliError):
+    """A segmentation model given box-only labels; every rank reads the same labels, so it fails everywhere."""
+
+    everywhere = True
+
+
+BOXES_WITHOUT_SEGMENTS = "Segment dataset requires equal numbers of boxes and segments"
+
+
+def polygons_missing(error: BaseException) -> PolygonsMissing | None:
+    """ultralytics' refusal of box-only labels for a segmentation model, as one line naming the split; else None.
+
+    The split is the labels folder the refusing dataset scanned (its cache is named after it)."""
+    if not (isinstance(error, ValueError) and str(error).startswith(BOXES_WITHOUT_SEGMENTS)):
+        return None
+    labels = None
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name == "verify_labels":
+            labels = frame.tb_frame.f_locals.get("cache_path")
+        frame = frame.tb_next
+    where = f"{Path(labels).stem} labels ({Path(labels).with_suffix('')})" if labels else "the labels"
+    return PolygonsMissing(f"{where} have boxes but no polygons: a segmentation model needs polygon labels "
+                           "(see `bra dataset check DATA --task segment`)")
+
+
 @dataclass
 class ModelChoice:
     """The model to train: a YAML/checkpoint path, or render options for a fresh BRA model."""
@@ -243,6 +269,8 @@ def _run(trainer_class: type, overrides: dict[str, Any], root: Path, callbacks: 
             raise
         raise UsageError(f"optimizer=: {str(e).strip().splitlines()[0]}") from e
     except Exception as e:
+        if (missing := polygons_missing(e)) is not None:
+            raise missing from e
         if not distributed.is_peer_failure(e):
             raise
         first = re.sub(r"^\[[^]]*\]\s*", "", str(e).strip().splitlines()[0]) if str(e).strip() else type(e).__name__
