@@ -76,6 +76,7 @@ def test_training_a_segmentation_model_on_box_labels_is_one_line(samples, tmp_pa
 
 def test_validating_a_segmentation_model_on_box_labels_is_one_line(samples, trained, tmp_path, bra):
     weights = trained("yolov8", "segment").best
-    outcome = bra("val", weights, "--data", samples["detect"], "--imgsz", "64", "--device", "cpu", "--project", tmp_path / "val")
+    outcome = bra("val", weights, "--data", samples["detect"], "--imgsz", "64", "--device", "cpu",
+                  "--project", tmp_path / "val")
     assert outcome.code == 1 and "val labels" in outcome.err and "have boxes but no polygons" in outcome.err
     assert "internal error" not in outcome.err and not (tmp_path / "val").exists()
