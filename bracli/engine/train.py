@@ -20,9 +20,10 @@ from typing import Any
 import torch
 import yaml
 
-from bracli import __version__, options
+from bracli import __version__, options, templates
 from bracli.engine import distributed, models
 from bracli.engine.checkpoint import Checkpoint, read_checkpoint
+from bracli.engine.cost import family_of
 from bracli.engine.data import resolve_data
 from bracli.engine.devices import check_device
 from bracli.engine.extras import validate_extras
@@ -134,8 +135,6 @@ def _materialise(choice: ModelChoice, notice: Notice) -> _Model:
     if choice.path is not None:
         cfg = models.read_model_yaml(choice.path, scale=choice.scale, notice=notice)
         return _Model(cfg=cfg, name=Path(choice.path).name, text=None)
-    from bracli import templates
-
     scale = choice.scale or "n"
     cfg = templates.render(scale, list(choice.placements), family=choice.family, task=choice.task,
                            **choice.bra_options)
@@ -145,12 +144,18 @@ def _materialise(choice: ModelChoice, notice: Notice) -> _Model:
 
 
 def _check_weights_fit(weights: Checkpoint, cfg: dict[str, Any]) -> None:
-    """Weights of another scale would transfer almost nothing: say so instead of training from scratch."""
+    """Weights of another scale or family would transfer almost nothing (other widths; C2f rows do not pour into
+    C3k2 rows): say so instead of training from scratch."""
     model_scale = cfg.get("scale") or None
     if weights.scale and model_scale and weights.scale != model_scale:
         raise UsageError(f"--weights {weights.path.name} is scale '{weights.scale}' but the model is scale "
                          f"'{model_scale}': its tensors would not fit; use --scale {weights.scale} or weights of "
                          f"scale {model_scale}")
+    theirs, ours = family_of(getattr(weights.model, "yaml", None) or {}), family_of(cfg)
+    if theirs and ours and theirs != ours:
+        title = templates.FAMILY_TITLES
+        raise UsageError(f"--weights {weights.path.name} is a {title[theirs]} model but the model is {title[ours]}: "
+                         f"almost none of its tensors would fit; use --family {theirs} or {title[ours]} weights")
 
 
 def train(data: str | Path | None = None, model: ModelChoice | None = None, weights: str | Path | None = None, *,
