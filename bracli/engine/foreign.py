@@ -13,8 +13,9 @@ hands its input channels on unchanged, as the patched parser did), is built and 
 name is registered and no weights are allocated. Nothing in a YAML is evaluated here, and ``activation:`` (which
 ultralytics ``eval``s when it builds) must be a plain ``nn.Name(literals)`` call.
 
-(About 360 lines, on purpose: reading a foreign file, refusing what cannot be built faithfully and probing
-its channels change together when the dialect does.)
+(About 390 lines, on purpose: reading a foreign file, refusing what cannot be built faithfully and probing
+its channels change together when the dialect does; the size limits both dialects share live here because the
+probe builds a foreign graph and must come after them.)
 """
 
 from __future__ import annotations
