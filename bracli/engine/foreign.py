@@ -13,8 +13,9 @@ hands its input channels on unchanged, as the patched parser did), is built and 
 name is registered and no weights are allocated. Nothing in a YAML is evaluated here, and ``activation:`` (which
 ultralytics ``eval``s when it builds) must be a plain ``nn.Name(literals)`` call.
 
-(About 360 lines, on purpose: reading a foreign file, refusing what cannot be built faithfully and probing
-its channels change together when the dialect does.)
+(About 390 lines, on purpose: reading a foreign file, refusing what cannot be built faithfully and probing
+its channels change together when the dialect does; the size limits both dialects share live here because the
+probe builds a foreign graph and must come after them.)
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ from ultralytics.nn.tasks import _SafeLoad
 from bracli.engine.legacy import LegacySettings, is_int, is_number, parse_legacy_arguments, unsupported_message
 from bracli.errors import BracliError, UsageError
 from bracli.nn.options import BraOptionError, check_bra_options
+from bracli.options import MAX_CLASSES
 from bracli.templates import BRA_MODULE, METADATA_KEY, SCALES, scale_in_name, to_yaml
 
 MAX_ACTIVATION_PARAMS = 65_536
 DATA_KEYS = frozenset({"train", "val", "test", "names", "path", "download"})
+MAX_REPEATS = 100  # blocks per row after the depth gain; YOLO's largest is 9, a billion never finishes building
 PROBE_SIZE = 256  # the input side of the channel probe (meta tensors: no memory, no compute)
 NOT_BRACLI = {  # look-alikes from model zoos, and why they do not map onto bracli's module
     "BiLevelRoutingAttention_nchw": "BiFormer's NCHW variant computes differently (it pads after the projection)",
@@ -204,9 +207,6 @@ def check_top_level(model: dict[str, Any], source: Path) -> None:
     for part in ("backbone", "head"):
         if not isinstance(model.get(part), list) or not model[part]:
             raise UsageError(f"{source.name}: {part}: must be a list of [from, repeats, module, args] rows")
-    nc = model.get("nc")
-    if nc is not None and (not is_int(nc) or nc < 1):
-        raise UsageError(f"{source.name}: nc must be the number of classes (a positive integer), got {nc!r}")
     scales = model.get("scales")
     if scales is not None:
         if not isinstance(scales, dict) or not scales:
@@ -222,6 +222,35 @@ def check_top_level(model: dict[str, Any], source: Path) -> None:
         raise UsageError(f"{source.name}: channels must be a positive integer, got {model['channels']!r}")
     if "activation" in model:
         check_activation(model["activation"], source)
+    check_sizes(model, source)
+
+
+def check_sizes(model: dict[str, Any], source: Path) -> None:
+    """The numbers that decide how much ultralytics builds — class count, repeats after the depth gain — within
+    bounds, for both dialects and before anything is built (the channel probe builds the foreign graph too).
+    Rows that are not ``[from, repeats, module, args]`` are left to the row checks."""
+    nc = model.get("nc")
+    if nc is not None and (not is_int(nc) or not 1 <= nc <= MAX_CLASSES):
+        raise UsageError(f"{source.name}: nc {shown(nc)} must be the number of classes, a whole number from 1 to "
+                         f"{MAX_CLASSES:,}")
+    gains = [model.get("depth_multiple", 1.0)]
+    if isinstance(model.get("scales"), dict):
+        gains += [row[0] for row in model["scales"].values() if isinstance(row, list) and row]
+    depth = max(_depth_gain(gain, source) for gain in gains)
+    for index, row in enumerate(model["backbone"] + model["head"]):
+        if not (isinstance(row, list) and len(row) == 4):
+            continue
+        repeats = row[1]
+        if not is_int(repeats) or repeats < 1 or (repeats > 1 and round(repeats * depth) > MAX_REPEATS):
+            raise UsageError(f"{source.name}: row {index} repeats {shown(repeats)} times (after the depth gain); a "
+                             f"row repeats a block 1 to {MAX_REPEATS} times")
+
+
+def _depth_gain(gain: Any, source: Path) -> float:
+    """``depth_multiple`` or a ``scales`` row's first number: how many times each row's repeats are taken."""
+    if not is_number(gain) or not 0 < gain < float("inf"):
+        raise UsageError(f"{source.name}: depth gain {shown(gain)} must be a positive number")
+    return float(gain)
 
 
 def check_activation(activation: Any, source: str | Path = "model") -> None:
@@ -254,12 +283,10 @@ def shown(value: Any) -> str:
 def _check_row(row: Any, where: str) -> None:
     if not isinstance(row, list) or len(row) != 4:
         raise UsageError(f"{where}: a row is [from, repeats, module, args], got {row!r}")
-    frm, repeats, module, args = row
+    frm, _, module, args = row
     sources = frm if isinstance(frm, list) else [frm]
     if not sources or not all(is_int(s) for s in sources):
         raise UsageError(f"{where}: 'from' must be a layer index or a list of them, got {frm!r}")
-    if not is_int(repeats) or repeats < 1:
-        raise UsageError(f"{where}: repeats must be a positive integer, got {repeats!r}")
     if not isinstance(module, str):
         raise UsageError(f"{where}: module must be a name, got {module!r}")
     if not isinstance(args, list):

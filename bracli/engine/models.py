@@ -18,15 +18,13 @@ from torch import nn
 from ultralytics.nn.tasks import DetectionModel, SegmentationModel, guess_model_task
 
 from bracli.engine import foreign
-from bracli.engine.foreign import check_activation, shown
+from bracli.engine.foreign import shown
+from bracli.engine.legacy import is_int
 from bracli.errors import BracliError, UsageError
-from bracli.options import MAX_CLASSES
+from bracli.templates import BRA_MODULE, METADATA_KEY
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MODEL_CLASSES = {"detect": DetectionModel, "segment": SegmentationModel}
-# An activation is elementwise (PReLU has one weight per channel at most); a "activation" with millions of
-# weights is a memory bomb that ultralytics would allocate once per Conv.
-MAX_REPEATS = 100  # blocks per row after the depth gain; YOLO's largest is 9, a billion never finishes building
 
 
 def read_model_yaml(path: str | Path, *, scale: str | None = None,
@@ -54,7 +52,10 @@ def read_model_yaml(path: str | Path, *, scale: str | None = None,
 
 
 def check_model_dict(data: Any, source: str | Path = "model") -> None:
-    """The shape of a model YAML, and nothing in it that would be evaluated, called or that exhausts memory."""
+    """The shape of a model YAML, and nothing in it that would be evaluated, called or that exhausts memory.
+
+    The limits on sizes and ``activation:`` live in ``foreign.check_top_level``, which the blog's dialect passes
+    through before its channel probe builds anything: one set of limits for both dialects."""
     if not isinstance(data, dict):
         raise UsageError(f"{source} is not a model YAML (expected a mapping with backbone and head)")
     foreign.check_is_model(data, Path(source))
@@ -62,29 +63,10 @@ def check_model_dict(data: Any, source: str | Path = "model") -> None:
     for key in ("backbone", "head"):
         if not all(isinstance(r, list) and len(r) == 4 for r in data[key]):
             raise UsageError(f"{source}: '{key}' must be a list of [from, repeats, module, args] rows")
-    nc = data.get("nc")
-    if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or not 1 <= nc <= MAX_CLASSES):
-        raise UsageError(f"{source}: nc {shown(nc)} must be a whole number of classes from 1 to {MAX_CLASSES:,}")
-    gains = [data.get("depth_multiple", 1.0)]
-    if isinstance(data.get("scales"), dict):
-        gains += [row[0] for row in data["scales"].values() if isinstance(row, list) and row]
-    depth = max(_depth_gain(gain, source) for gain in gains)
-    for index, (_, repeats, module, _) in enumerate(data["backbone"] + data["head"]):
+    for index, (_, _, module, args) in enumerate(data["backbone"] + data["head"]):
         _check_layer(module, index, source)
-        if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1 or \
-                (repeats > 1 and round(repeats * depth) > MAX_REPEATS):
-            raise UsageError(f"{source}: row {index} repeats {shown(repeats)} times (after the depth gain); a "
-                             f"row repeats a block 1 to {MAX_REPEATS} times")
-    activation = data.get("activation")
-    if activation is not None:
-        check_activation(activation, source)
-
-
-def _depth_gain(gain: Any, source: str | Path) -> float:
-    """``depth_multiple`` or a ``scales`` row's first number: how many times each row's repeats are taken."""
-    if not isinstance(gain, (int, float)) or isinstance(gain, bool) or not 0 < gain < float("inf"):
-        raise UsageError(f"{source}: depth gain {shown(gain)} must be a positive number")
-    return float(gain)
+        if module == BRA_MODULE:
+            _check_bra_row(args, index, source)
 
 
 def _check_layer(module: Any, index: int, source: str | Path) -> None:
@@ -99,6 +81,17 @@ def _check_layer(module: Any, index: int, source: str | Path) -> None:
     if not (isinstance(found, type) and issubclass(found, nn.Module)):
         raise UsageError(f"{source}: row {index} module '{module}' is not a model layer (a torch.nn.Module class); "
                          "bracli never calls other names from a model YAML")
+
+
+def _check_bra_row(args: Any, index: int, source: str | Path) -> None:
+    """In bracli's dialect a BRA row carries its channels first; a blog row (``[]``, channels injected by a
+    patched parser) under a ``bra:`` key would otherwise fail deep inside the layer's constructor."""
+    if isinstance(args, list) and args and is_int(args[0]) and args[0] >= 1:
+        return
+    raise UsageError(f"{source}: row {index} ({BRA_MODULE}) does not start its args with dim; in bracli's dialect "
+                     f"(a file with a top-level {METADATA_KEY}: key) BRA rows start with dim: [dim, n_win, "
+                     f"num_heads, topk, qk_dim, side_dwconv]. Without the {METADATA_KEY}: key the row is read in "
+                     "the blog's dialect, which takes the channels from the previous layer")
 
 
 def model_dict(spec: str | Path | dict[str, Any], *, scale: str | None = None,

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 import yaml
 
-from bracli import __version__, options
+from bracli import __version__, options, templates
 from bracli.engine import distributed, models
 from bracli.engine.checkpoint import Checkpoint, read_checkpoint
+from bracli.engine.cost import family_of
 from bracli.engine.data import resolve_data
 from bracli.engine.devices import check_device
 from bracli.engine.extras import validate_extras
@@ -50,6 +51,32 @@ class TrainingInterrupted(BracliError):
 
     exit_code = INTERRUPTED_EXIT
     everywhere = True
+
+
+class PolygonsMissing(BracliError):
+    """A segmentation model given box-only labels; every rank reads the same labels, so it fails everywhere."""
+
+    everywhere = True
+
+
+BOXES_WITHOUT_SEGMENTS = "Segment dataset requires equal numbers of boxes and segments"
+
+
+def polygons_missing(error: BaseException) -> PolygonsMissing | None:
+    """ultralytics' refusal of box-only labels for a segmentation model, as one line naming the split; else None.
+
+    The split is the labels folder the refusing dataset scanned (its cache is named after it)."""
+    if not (isinstance(error, ValueError) and str(error).startswith(BOXES_WITHOUT_SEGMENTS)):
+        return None
+    labels = None
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name == "verify_labels":
+            labels = frame.tb_frame.f_locals.get("cache_path")
+        frame = frame.tb_next
+    where = f"{Path(labels).stem} labels ({Path(labels).with_suffix('')})" if labels else "the labels"
+    return PolygonsMissing(f"{where} have boxes but no polygons: a segmentation model needs polygon labels "
+                           "(see `bra dataset check DATA --task segment`)")
 
 
 @dataclass
@@ -108,8 +135,6 @@ def _materialise(choice: ModelChoice, notice: Notice) -> _Model:
     if choice.path is not None:
         cfg = models.read_model_yaml(choice.path, scale=choice.scale, notice=notice)
         return _Model(cfg=cfg, name=Path(choice.path).name, text=None)
-    from bracli import templates
-
     scale = choice.scale or "n"
     cfg = templates.render(scale, list(choice.placements), family=choice.family, task=choice.task,
                            **choice.bra_options)
@@ -119,12 +144,18 @@ def _materialise(choice: ModelChoice, notice: Notice) -> _Model:
 
 
 def _check_weights_fit(weights: Checkpoint, cfg: dict[str, Any]) -> None:
-    """Weights of another scale would transfer almost nothing: say so instead of training from scratch."""
+    """Weights of another scale or family would transfer almost nothing (other widths; C2f rows do not pour into
+    C3k2 rows): say so instead of training from scratch."""
     model_scale = cfg.get("scale") or None
     if weights.scale and model_scale and weights.scale != model_scale:
         raise UsageError(f"--weights {weights.path.name} is scale '{weights.scale}' but the model is scale "
                          f"'{model_scale}': its tensors would not fit; use --scale {weights.scale} or weights of "
                          f"scale {model_scale}")
+    theirs, ours = family_of(getattr(weights.model, "yaml", None) or {}), family_of(cfg)
+    if theirs and ours and theirs != ours:
+        title = templates.FAMILY_TITLES
+        raise UsageError(f"--weights {weights.path.name} is a {title[theirs]} model but the model is {title[ours]}: "
+                         f"almost none of its tensors would fit; use --family {theirs} or {title[ours]} weights")
 
 
 def train(data: str | Path | None = None, model: ModelChoice | None = None, weights: str | Path | None = None, *,
@@ -243,6 +274,8 @@ def _run(trainer_class: type, overrides: dict[str, Any], root: Path, callbacks: 
             raise
         raise UsageError(f"optimizer=: {str(e).strip().splitlines()[0]}") from e
     except Exception as e:
+        if (missing := polygons_missing(e)) is not None:
+            raise missing from e
         if not distributed.is_peer_failure(e):
             raise
         first = re.sub(r"^\[[^]]*\]\s*", "", str(e).strip().splitlines()[0]) if str(e).strip() else type(e).__name__

@@ -14,7 +14,7 @@ from bracli.engine.data import resolve_data
 from bracli.engine.devices import check_device
 from bracli.engine.extras import validate_extras
 from bracli.engine.runs import discard_if_empty, missing_parents, project_dir, tidy_on_failure
-from bracli.engine.train import metrics_of
+from bracli.engine.train import metrics_of, polygons_missing
 from bracli.errors import UsageError
 
 SPLITS = ("val", "test")
@@ -77,7 +77,12 @@ def val(weights: str | Path | Checkpoint, data: str | Path | None = None, *, img
             args[key] = value
     created = missing_parents(root)
     with tidy_on_failure(root):
-        metrics = checkpoint.yolo().val(**args)
+        try:
+            metrics = checkpoint.yolo().val(**args)
+        except ValueError as e:
+            if (missing := polygons_missing(e)) is None:
+                raise
+            raise missing from e
     save_dir = Path(metrics.save_dir)
     discard_if_empty(save_dir, created)  # ultralytics makes the folder even when it has nothing to save
     return ValResult(weights=str(checkpoint.path), data=str(data_path), task=checkpoint.task,

@@ -63,3 +63,20 @@ def test_segmentation_validates_predicts_and_exports(samples, trained, tmp_path)
     exported = export.export(weights, format="onnx", imgsz=64, dynamic=True, out=tmp_path / "seg.onnx")
     assert exported.ok, exported.to_dict()
     assert [p.imgsz for p in exported.parity] == [(64, 64), (32, 64)]
+
+
+def test_training_a_segmentation_model_on_box_labels_is_one_line(samples, tmp_path, bra):
+    """ultralytics' ValueError about box-only labels becomes the ordinary failure it is, without a run folder."""
+    outcome = bra("train", samples["detect"], "--task", "segment", "--imgsz", "64", "--epochs", "1", "--batch", "4",
+                  "--device", "cpu", "--project", tmp_path / "train")
+    assert outcome.code == 1 and len(outcome.err.strip().splitlines()) == 1, outcome.err
+    assert "train labels" in outcome.err and "have boxes but no polygons" in outcome.err
+    assert "internal error" not in outcome.err and not (tmp_path / "train").exists()
+
+
+def test_validating_a_segmentation_model_on_box_labels_is_one_line(samples, trained, tmp_path, bra):
+    weights = trained("yolov8", "segment").best
+    outcome = bra("val", weights, "--data", samples["detect"], "--imgsz", "64", "--device", "cpu",
+                  "--project", tmp_path / "val")
+    assert outcome.code == 1 and "val labels" in outcome.err and "have boxes but no polygons" in outcome.err
+    assert "internal error" not in outcome.err and not (tmp_path / "val").exists()

@@ -189,8 +189,9 @@ def test_yaml_tricks_are_refused(tmp_path, text, expected):
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), [
-    ("nc", "coco", "nc must be the number of classes"),
-    ("nc", "'80'", "nc must be the number of classes"),
+    ("nc", "coco", "nc 'coco' must be the number of classes"),
+    ("nc", "'80'", "nc '80' must be the number of classes"),
+    ("nc", "1000001", "nc 1000001 must be the number of classes, a whole number from 1 to 100,000"),
     ("activation", "\"__import__('os').system('touch MARKER')\"", "is not a plain nn.Name(...) call"),
     ("activation", "nn.SiLU(inplace=__import__('os'))", "is not a plain nn.Name(...) call"),
 ])
@@ -198,6 +199,17 @@ def test_top_level_tricks_are_refused(tmp_path, key, value, expected):
     path = blog_edited(tmp_path, "nc: 80 # number of classes", f"{key}: {value}")
     assert expected in refusal(path)
     assert not (tmp_path / "MARKER").exists() and not Path("MARKER").exists()
+
+
+@pytest.mark.parametrize(("old", "new", "row"), [
+    ("[-1, 1, BiLevelRoutingAttention, []]", "[-1, 1000000000, BiLevelRoutingAttention, []]", 16),
+    ("[-1, 3, C2f, [256]] # 15", "[-1, 1000000, C2f, [256]] # 15", 15),
+    ("[-1, 3, C2f, [256]] # 15", "[-1, 0, C2f, [256]] # 15", 15),
+])
+def test_repeats_are_refused_before_anything_is_built(tmp_path, old, new, row):
+    """The channel probe builds the graph: a billion pass-through rows grew to 24 GB before the limit applied."""
+    path = blog_edited(tmp_path, old, new)
+    assert f"row {row} repeats" in refusal(path) and "1 to 100 times" in refusal(path)
 
 
 def test_literal_activation_is_accepted(tmp_path):
@@ -234,3 +246,22 @@ def test_yaml_without_bra_rows_passes_through(tmp_path):
     path.write_text(yaml.safe_dump(plain))
     converted = foreign.read_foreign(foreign.read_yaml(path), source=path)
     assert converted.layers == [] and converted.scale == "s" and converted.notice is None
+
+
+def test_a_huge_repeat_in_the_blogs_dialect_exits_at_once(tmp_path, bra):
+    """One code path for both dialects: the same limit bracli's own files meet, before the probe builds."""
+    path = blog_edited(tmp_path, "[-1, 1, BiLevelRoutingAttention", "[-1, 1000000000, BiLevelRoutingAttention")
+    outcome = bra("profile", path, "--scale", "n", "--gflops", "--imgsz", "64", "--device", "cpu")
+    code, err = outcome.code, outcome.err
+    assert code == 2 and "row 16 repeats 1000000000 times" in err
+
+
+def test_a_blog_row_under_a_bra_key_is_named(tmp_path, bra):
+    """``bra:`` makes the file bracli's dialect, where a BRA row starts with its channels."""
+    path = tmp_path / BLOG_YAML_NAME
+    path.write_text("bra: {}\n" + BLOG_YAML, encoding="utf-8")
+    outcome = bra("profile", path, "--scale", "n", "--gflops", "--imgsz", "64", "--device", "cpu")
+    code, err = outcome.code, outcome.err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "row 16 (BiLevelRoutingAttention) does not start its args with dim" in err
+    assert "Without the bra: key the row is read in the blog's dialect" in err

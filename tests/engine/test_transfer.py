@@ -12,6 +12,7 @@ from bracli import templates
 from bracli.engine import models
 from bracli.engine.checkpoint import read_checkpoint
 from bracli.engine.transfer import layer_keys, transfer_weights
+from bracli.errors import UsageError
 from bracli.nn import BiLevelRoutingAttention
 
 
@@ -175,3 +176,33 @@ def test_checkpoint_of_another_family_is_reported_not_silently_mixed(tmp_path):
     assert not report.complete
     assert "layer type differs" in report.summary()  # C2f rows do not pour into C3k2 rows
     assert report.fresh  # and the model says which of its own tensors start fresh
+
+
+def test_weights_of_another_family_are_refused_before_training(tmp_path, bra):
+    """A YOLO11 checkpoint into the default YOLOv8 model moved 40 of 511 tensors; like another scale, it is refused."""
+    from bracli.dataset.sample import write_sample
+
+    data = write_sample(tmp_path / "data", seed=3, n_train=4, n_val=2, imgsz=64)
+    released_checkpoint(tmp_path, randomised(build("yolo11", "detect", [])), "detect")
+    outcome = bra("train", data, "--weights", tmp_path / "vanilla-detect.pt", "--epochs", "1", "--imgsz", "64",
+                  "--device", "cpu", "--project", tmp_path / "runs")
+    assert outcome.code == 2 and len(outcome.err.strip().splitlines()) == 1, outcome.err
+    assert "is a YOLO11 model but the model is YOLOv8" in outcome.err and "--family yolo11" in outcome.err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("weights", "model", "refused"), [
+    ("yolo11", "yolo11", False), ("yolo26", "yolo26", False), ("yolov8", "yolo26", True), ("yolo26", "yolo11", True),
+])
+def test_weights_fit_the_family_they_come_from(tmp_path, weights, model, refused):
+    from bracli.engine.train import _check_weights_fit
+
+    released_checkpoint(tmp_path, randomised(build(weights, "detect", [])), "detect")
+    checkpoint = read_checkpoint(tmp_path / "vanilla-detect.pt")
+    cfg = templates.render("n", templates.placements_for(model, "detect")[:1], family=model, task="detect")
+    if not refused:
+        _check_weights_fit(checkpoint, cfg)
+        return
+    with pytest.raises(UsageError, match=f"is a {templates.FAMILY_TITLES[weights]} model but the model is "
+                                         f"{templates.FAMILY_TITLES[model]}"):
+        _check_weights_fit(checkpoint, cfg)
