@@ -172,7 +172,7 @@ def _export(checkpoint: Checkpoint, target: Path, fmt: str, args: dict, force: b
             shutil.rmtree(target) if target.is_dir() else target.unlink()
         os.replace(produced, target)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # first, so the folders made for --out are empty again
         discard_if_empty(None, created)
         raise
     shutil.rmtree(staging, ignore_errors=True)
