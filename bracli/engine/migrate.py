@@ -12,7 +12,7 @@ nothing of others is removed. Each legacy BRA then becomes :class:`bracli.nn.BiL
 the same hyper-parameters and weights; the model's stored YAML rows are rewritten in bracli's dialect so
 fine-tuning and resuming rebuild it; every other key of the checkpoint is kept as it was.
 
-(About 380 lines, on purpose: the allow-list and the conversion share the stand-in classes and change together.)
+(About 390 lines, on purpose: the allow-list and the conversion share the stand-in classes and change together.)
 """
 
 from __future__ import annotations
