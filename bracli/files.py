@@ -13,13 +13,18 @@ def check_writable(path: Path, force: bool) -> None:
     """Fail before any work is done when ``path`` cannot be written (exists, or folder not creatable)."""
     if path.exists() and not force:
         raise OutputExistsError(path)
-    if path.is_dir():
-        raise UsageError(f"{path} is a directory, expected a file path")
+    refuse_directory(path)
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise UsageError(f"cannot write {path}: {parent} is not a writable directory")
+
+
+def refuse_directory(path: Path) -> None:
+    """A folder where a file should go is the user's data: never replaced, not even with ``--force``."""
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory, expected a file path")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, force: bool = False) -> Path:

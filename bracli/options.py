@@ -43,6 +43,9 @@ Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing o
 Out = Annotated[Path | None, typer.Option(
     "--out", "-o", help="Output path (default: named after the input, see the command's help); never "
     "overwritten without --force.", show_default=False)]
+OutRequired = Annotated[Path | None, typer.Option(
+    "--out", "-o", help="Output path (required: this command has no default); never overwritten without --force.",
+    show_default=False)]
 Conf = Annotated[float | None, typer.Option(
     "--conf", min=0.0, max=1.0, help="Confidence threshold (default: ultralytics' for the mode: 0.25 to predict, "
     "0.001 to validate).", show_default=False)]

@@ -21,8 +21,11 @@ def command(
     imgsz: options.Imgsz = 640,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch and image size (ONNX).")] = False,
     half: Annotated[bool, typer.Option("--half", help="FP16 weights (needs a GPU --device).")] = False,
-    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify the ONNX graph.")] = True,
-    opset: Annotated[int | None, typer.Option("--opset", min=17, help="ONNX opset (≥17).", show_default=False)] = None,
+    simplify: Annotated[bool | None, typer.Option("--simplify/--no-simplify", show_default=False,
+                                                  help="Simplify the ONNX graph (ONNX only; default: on).")] = None,
+    opset: Annotated[int | None, typer.Option("--opset", min=17, show_default=False,
+                                              help="ONNX opset, 17 up to the newest the installed torch writes "
+                                              "(ONNX only; default: ultralytics' choice).")] = None,
     device: options.Device = None,
     conf: options.Conf = None,
     iou: options.Iou = None,

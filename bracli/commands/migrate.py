@@ -18,7 +18,7 @@ EPILOG = "Example: bra migrate runs/detect/train/weights/best.pt --out best-brac
 def command(
     source: Annotated[Path, typer.Argument(metavar="SRC.pt", help="Checkpoint trained with BRA patched into "
                                            "ultralytics (the blog's way).")],
-    out_path: options.Out = None,
+    out_path: options.OutRequired = None,
     json_out: options.JsonOut = None,
     force: options.Force = False,
 ) -> None:
@@ -29,6 +29,9 @@ def command(
     out = Output(json_out, force=force)
     if out_path is None:
         raise UsageError("--out is required: where to write the converted checkpoint (never SRC itself)")
+    if out_path.suffix.lower() != ".pt":  # checked again by the library; here before torch is imported
+        raise UsageError(f"--out {out_path.name}: the migrated checkpoint must end in .pt (bra val, predict and "
+                         "train load .pt files; export it afterwards with bra export)")
 
     from bracli.engine.setup import setup
 

@@ -12,7 +12,7 @@ nothing of others is removed. Each legacy BRA then becomes :class:`bracli.nn.BiL
 the same hyper-parameters and weights; the model's stored YAML rows are rewritten in bracli's dialect so
 fine-tuning and resuming rebuild it; every other key of the checkpoint is kept as it was.
 
-(About 380 lines, on purpose: the allow-list and the conversion share the stand-in classes and change together.)
+(About 390 lines, on purpose: the allow-list and the conversion share the stand-in classes and change together.)
 """
 
 from __future__ import annotations
@@ -98,7 +98,10 @@ def migrate(source: str | Path, out: str | Path, *, force: bool = False) -> Migr
     """Convert every legacy BRA layer of ``source`` and write the checkpoint to ``out`` (atomically)."""
     source, out = Path(source).expanduser(), Path(out).expanduser()
     if not source.is_file():
-        raise BracliError(f"checkpoint not found: {source}")
+        what = "is a folder, not a checkpoint file" if source.is_dir() else (
+            "is not a regular file" if source.exists() else "not found")
+        raise BracliError(f"checkpoint {what}: {source}")
+    check_out_suffix(out)
     if out.resolve() == source.resolve():
         raise UsageError("--out must be a new file: bra migrate never writes over its source")
     check_writable(out, force)
@@ -127,6 +130,13 @@ def migrate(source: str | Path, out: str | Path, *, force: bool = False) -> Migr
     atomic_write_bytes(out, buffer.getvalue(), force=force)
     return MigrateResult(source=source, out=out, layers=sorted(layers.values(), key=_index_order),
                          kept=list(ckpt), yaml_rows=sorted(yaml_rows), checked=checked)
+
+
+def check_out_suffix(out: Path) -> None:
+    """The result is a checkpoint for ultralytics and bra val/predict/train, which load only ``.pt`` files."""
+    if out.suffix.lower() != ".pt":
+        raise UsageError(f"--out {out.name}: the migrated checkpoint must end in .pt (bra val, predict and train "
+                         "load .pt files; export it afterwards with bra export)")
 
 
 def read_restricted(source: str | Path | io.BytesIO, *, legacy: bool = False) -> Any:

@@ -78,6 +78,38 @@ def test_missing_source(bra, tmp_path):
     assert r.code == 1 and "checkpoint not found" in r.err
 
 
+@pytest.mark.parametrize("name", ["x.onnx", "x.pth", "x"])
+def test_out_must_be_a_pt_checkpoint(bra, legacy_ckpt, tmp_path, name):
+    r = bra("migrate", legacy_ckpt, "--out", tmp_path / name)
+    assert r.code == 2
+    assert f"--out {name}: the migrated checkpoint must end in .pt" in r.err and len(r.err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_suffix_is_checked_by_the_library_too(legacy_ckpt, tmp_path):
+    from bracli.engine.migrate import migrate
+    from bracli.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"must end in \.pt"):
+        migrate(legacy_ckpt, tmp_path / "x.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_as_source_is_named_a_folder(bra, tmp_path):
+    r = bra("migrate", tmp_path, "--out", tmp_path / "out.pt")
+    assert r.code == 1
+    assert f"checkpoint is a folder, not a checkpoint file: {tmp_path}" in r.err
+    assert "not found" not in r.err
+
+
+def test_help_says_out_is_required_and_it_is(bra, legacy_ckpt):
+    help_text = " ".join(bra("migrate", "--help").out.replace("│", " ").split())
+    assert "Output path (required: this command has no default)" in help_text
+    assert "named after the input" not in help_text
+    r = bra("migrate", legacy_ckpt)
+    assert r.code == 2 and "--out is required" in r.err
+
+
 def test_result_works_with_bra_predict(bra, legacy_ckpt, tmp_path):
     from ultralytics.utils import ASSETS
 
