@@ -92,13 +92,14 @@ def read_checkpoint(weights: str | Path, *, trusted: bool = False) -> Checkpoint
 def _check_stored_yaml(model: DetectionModel, path: Path) -> None:
     """Fine-tuning and resume rebuild the model from the YAML stored inside: it gets a model YAML's checks
     (an ``activation:`` that ultralytics would ``eval`` when trusted), whatever the trust setting."""
-    from bracli.engine.models import check_model_dict
+    from bracli.engine.models import check_model_dict, check_parameter_count
 
     stored = getattr(model, "yaml", None)
     if not isinstance(stored, dict):
         return  # nothing to rebuild from; val, predict and export use the model as loaded
     try:
         check_model_dict(stored, f"{path} (its stored model YAML)")
+        check_parameter_count(stored, f"{path} (its stored model YAML)", strict=False)
     except UsageError as e:
         raise BracliError(str(e)) from e
 

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
-from ultralytics.nn.tasks import DetectionModel, SegmentationModel, guess_model_task
+from ultralytics.nn.tasks import DetectionModel, SegmentationModel, guess_model_task, parse_model
 
 from bracli.engine import foreign
 from bracli.engine.foreign import shown
@@ -25,6 +26,7 @@ from bracli.templates import BRA_MODULE, METADATA_KEY
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MODEL_CLASSES = {"detect": DetectionModel, "segment": SegmentationModel}
+MAX_PARAMETERS = 1_000_000_000  # YOLOv8x-seg has 72 M; a graph beyond a billion is a typo or an attack
 
 
 def read_model_yaml(path: str | Path, *, scale: str | None = None,
@@ -43,12 +45,15 @@ def read_model_yaml(path: str | Path, *, scale: str | None = None,
             notice(converted.notice)
         model = {**converted.model, "scale": converted.scale or "", "yaml_file": str(path)}
         check_model_dict(model, path)
+        check_parameter_count(model, path)
         return model
     check_model_dict(data, path)
     chosen, message = foreign.choose_scale(data, path, scale)
     if message and notice:
         notice(message)
-    return {**data, "scale": chosen or "", "yaml_file": str(path)}
+    model = {**data, "scale": chosen or "", "yaml_file": str(path)}
+    check_parameter_count(model, path)
+    return model
 
 
 def check_model_dict(data: Any, source: str | Path = "model") -> None:
@@ -67,6 +72,29 @@ def check_model_dict(data: Any, source: str | Path = "model") -> None:
         _check_layer(module, index, source)
         if module == BRA_MODULE:
             _check_bra_row(args, index, source)
+
+
+def check_parameter_count(data: dict[str, Any], source: str | Path = "model", *, strict: bool = True) -> None:
+    """Refuse a graph that would allocate more than ``MAX_PARAMETERS`` weights, counted on the meta device with
+    ultralytics' own ``parse_model`` (nothing is allocated). Channel numbers in rows, ``scales`` and
+    ``channels:`` are not bounded one by one; what they multiply to is. Without a scale, the largest listed
+    one counts. ``strict``: a graph ultralytics cannot parse is an error here (else left to whoever builds it).
+    """
+    scales = [data.get("scale")] if data.get("scale") else list(data.get("scales") or {}) or [None]
+    largest = 0
+    for scale in scales:
+        trial = {**copy.deepcopy(data), **({"scale": scale} if scale else {})}
+        try:
+            with torch.device("meta"):
+                layers, _ = parse_model(trial, ch=trial.get("channels", 3), verbose=False)
+            largest = max(largest, sum(p.numel() for p in layers.parameters()))
+        except Exception as e:  # any parse failure of a file from someone else is one line
+            if strict:
+                raise BracliError(f"cannot build the model from {source}: "
+                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    if largest > MAX_PARAMETERS:
+        raise UsageError(f"{source}: the model would have {largest:,} parameters; bracli builds models of up to "
+                         f"{MAX_PARAMETERS:,} (check the channel numbers in its rows, scales and channels:)")
 
 
 def _check_layer(module: Any, index: int, source: str | Path) -> None:
@@ -99,6 +127,7 @@ def model_dict(spec: str | Path | dict[str, Any], *, scale: str | None = None,
     """A model as the dict ultralytics builds from: a rendered dict (copied) or a YAML file."""
     if isinstance(spec, dict):
         check_model_dict(spec)
+        check_parameter_count(spec)
         return copy.deepcopy(spec)
     return read_model_yaml(spec, scale=scale, notice=notice)
 

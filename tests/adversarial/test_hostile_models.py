@@ -102,8 +102,18 @@ def _nc(model):
     model["nc"] = 10**15
 
 
+def _channels(model):
+    model["scales"]["n"][2] = 10**8  # max_channels no longer caps the rows' channels
+    model["backbone"][2][3][0] = 10**8  # a C2f of a hundred million channels: 10¹⁶ weights
+
+
+def _input_channels(model):
+    model["channels"] = 10**9  # the first conv reads a billion channels
+
+
 NUMBERS = {"repeats": (_repeats, "repeats 1000 times"), "depth gain": (_depth, "row 2 repeats 3 times"),
-           "nc": (_nc, "nc 1000000000000000")}
+           "nc": (_nc, "nc 1000000000000000"), "channels": (_channels, "parameters; bracli builds models of up to"),
+           "input channels": (_input_channels, "parameters; bracli builds models of up to")}
 
 
 @pytest.mark.parametrize("what", NUMBERS)

@@ -256,6 +256,14 @@ def test_a_huge_repeat_in_the_blogs_dialect_exits_at_once(tmp_path, bra):
     assert code == 2 and "row 16 repeats 1000000000 times" in err
 
 
+def test_huge_channels_in_the_blogs_dialect_are_refused_before_building(tmp_path, bra):
+    """The channel numbers of a row are not bounded one by one; the parameters they multiply to are."""
+    path = blog_edited(tmp_path, "[-1, 3, C2f, [256]] # 15", "[-1, 3, C2f, [100000000]] # 15")
+    path.write_text(path.read_text().replace("[0.33, 0.25, 1024]", "[0.33, 0.25, 100000000]"))
+    outcome = bra("profile", path, "--scale", "n", "--gflops", "--imgsz", "64", "--device", "cpu")
+    assert outcome.code == 2 and "parameters; bracli builds models of up to 1,000,000,000" in outcome.err
+
+
 def test_a_blog_row_under_a_bra_key_is_named(tmp_path, bra):
     """``bra:`` makes the file bracli's dialect, where a BRA row starts with its channels."""
     path = tmp_path / BLOG_YAML_NAME
