@@ -51,6 +51,19 @@ def load_data_yaml(path: Path) -> DataYaml:
     return data
 
 
+def check_split(data_yaml: Path, split: str) -> None:
+    """A test split is optional in a data.yaml: validating on one it lacks is said plainly, not in ultralytics'
+    words after the model has loaded."""
+    entries = load_data_yaml(data_yaml).splits.get(split) or []
+    if not entries:
+        raise BracliError(f"the data.yaml has no '{split}:' split; add one, or validate on val (the default)")
+    missing = [source for source in entries if not source.exists()]
+    if missing:
+        raise BracliError(f"images not found for the {split} split: {missing[0]}")
+    if not any(_has_image(source) for source in entries):
+        raise BracliError(f"the {split} split of the data.yaml contains no images")
+
+
 def _has_image(source: Path) -> bool:
     if source.is_file() and source.suffix == ".txt":
         return any(line.strip() for line in source.read_text(encoding="utf-8", errors="replace").splitlines())

@@ -10,7 +10,7 @@ from typing import Any
 
 from bracli import options
 from bracli.engine.checkpoint import Checkpoint, read_checkpoint
-from bracli.engine.data import resolve_data
+from bracli.engine.data import check_split, resolve_data
 from bracli.engine.devices import check_device
 from bracli.engine.extras import validate_extras
 from bracli.engine.runs import discard_if_empty, missing_parents, project_dir, tidy_on_failure
@@ -68,6 +68,7 @@ def val(weights: str | Path | Checkpoint, data: str | Path | None = None, *, img
     check_device(device)
     checkpoint = weights if isinstance(weights, Checkpoint) else read_checkpoint(weights)
     data_path = data_of(checkpoint, data, allow_download)
+    check_split(data_path, split)
     root = project_dir(project, checkpoint.task)
     args: dict[str, Any] = {"data": str(data_path), "batch": batch, "split": split, "project": str(root),
                             "name": "val", **extras}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bracli.engine.data import resolve_data
+from bracli.engine.data import check_split, resolve_data
 from bracli.errors import BracliError
 
 
@@ -65,6 +65,24 @@ def test_missing_images_folder(tmp_path):
     path = write_yaml(tmp_path / "data.yaml", {"train": "images/train", "val": "images/val", "names": ["a"]})
     with pytest.raises(BracliError, match="images not found"):
         resolve_data(path)
+
+
+@pytest.mark.parametrize(("test_entry", "expected"), [
+    (None, "no 'test:' split"), ("images/nowhere", "images not found for the test split"),
+    ("images/empty", "test split of the data.yaml contains no images"), ("images/val", None),
+])
+def test_a_split_to_validate_on_must_be_there(tmp_path, test_entry, expected):
+    make_dataset(tmp_path)
+    (tmp_path / "images" / "empty").mkdir()
+    data = {"train": "images/train", "val": "images/val", "names": ["a"]}
+    if test_entry:
+        data["test"] = test_entry
+    path = write_yaml(tmp_path / "data.yaml", {**data, "path": str(tmp_path)})
+    if expected is None:
+        check_split(path, "test")
+        return
+    with pytest.raises(BracliError, match=expected):
+        check_split(path, "test")
 
 
 def test_relative_path_resolved_next_to_yaml(tmp_path, monkeypatch):
