@@ -129,7 +129,15 @@ def run_variant(variant_dir: Path, device: str | None, *, workers: int = 8, prog
         raise AblationInterrupted("interrupted; run the same command again to continue the ablation") from None
     except Exception as e:  # one variant's failure is recorded; the others go on
         record.update(status=FAILED, action=FAILED, error=one_line(e))
+        _drop_empty_folders(variant_dir)
         return FAILED
+
+
+def _drop_empty_folders(variant_dir: Path) -> None:
+    """A failed variant keeps its record (a re-run retries it) but not the empty folders training made."""
+    for folder in sorted((p for p in variant_dir.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # only when empty
+            folder.rmdir()
 
 
 def _train(variant_dir: Path, variant: Variant, settings: Settings, device: str | None, workers: int,

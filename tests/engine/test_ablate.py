@@ -4,6 +4,7 @@ parallel path (one process per device) runs on the CPU with its devices mapped t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +61,7 @@ def test_interrupted_variant_resumes_and_a_failed_one_does_not_stop_the_others(s
         return real_train(*args, **kwargs)
 
     def fail(*args, **kwargs):
+        (Path(kwargs["project"]) / kwargs["name"] / "weights").mkdir(parents=True)  # as training starts
         raise RuntimeError("this variant cannot train\nsecond line")
 
     monkeypatch.setattr(ablate.training, "train", lambda *a, **k: (fail if k.get("name") == failing.slug
@@ -69,6 +71,7 @@ def test_interrupted_variant_resumes_and_a_failed_one_does_not_stop_the_others(s
     first = {v.slug: json.loads((folder / v.slug / "variant.json").read_text()) for v in (failing, resumable)}
     assert first[failing.slug]["status"] == "failed"
     assert first[failing.slug]["error"] == "RuntimeError: this variant cannot train — second line"
+    assert not (folder / failing.slug / "weights").exists()  # the record and log stay, no empty folder
     assert first[resumable.slug]["status"] == "interrupted" and first[resumable.slug]["epoch"] == 1
     assert (folder / resumable.slug / "weights" / "last.pt").is_file()
 
