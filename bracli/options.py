@@ -4,7 +4,7 @@
 Commands declare these options with the ``Annotated`` types below and normalise values with the functions
 here; a test walks every command's parameters and fails when one is declared anywhere else or differs.
 Pure Python (no torch, no ultralytics): ``bra --help`` stays instant and every value is checked before
-anything heavy is imported.
+anything heavy is imported. Longer than most modules on purpose: one file is the one place to look.
 """
 
 from __future__ import annotations
@@ -33,8 +33,18 @@ Imgsz = Annotated[int, typer.Option(
 ImgszOrDefault = Annotated[int | None, typer.Option(
     "--imgsz", help="Input size in pixels; a size that is not a multiple of 32 is rounded up, with a notice.",
     show_default=False)]
+_TYPED_DEVICE: dict[str, str | None] = {"value": None}  # --device as this command's line spelled it
+
+
+def _remember_device(value: str | None) -> str | None:
+    """Keep ``--device`` as typed: messages about the device echo ``cuda:0``, not its normal form ``0``."""
+    _TYPED_DEVICE["value"] = value
+    return value
+
+
 Device = Annotated[str | None, typer.Option(
-    "--device", help="cpu, 0, 0,1, cuda:1 or mps (default: the first GPU, else the CPU).", show_default=False)]
+    "--device", help="cpu, 0, 0,1, cuda:1 or mps (default: the first GPU, else the CPU).", show_default=False,
+    callback=_remember_device)]
 Batch = Annotated[int, typer.Option("--batch", min=1, help="Images per batch.")]
 JsonOut = Annotated[str | None, typer.Option(
     "--json", metavar="FILE", help="Also write the result as JSON to FILE; '-' prints it on stdout (messages then "
@@ -97,22 +107,22 @@ BraAfter = Annotated[list[str] | None, typer.Option(
     "--bra-after", "-a", help="Where to insert BRA: p3, p4, p5, sppf, backbone-p3/p4/p5, psa (YOLO11/26), or none "
     "for the plain model (the baseline). Repeat the flag or give a comma list; default p3.", show_default=False)]
 NWin = Annotated[int | None, typer.Option("--n-win", help="BRA regions per side at 640 input (default: the "
-                                          "preset's, 10; blog 7).", show_default=False)]
+                                          "preset's, 10; blog 7; at most 64).", show_default=False)]
 Topk = Annotated[int | None, typer.Option("--topk", help="BRA regions each query region attends to (≤ n_win²; "
-                                          "default 4).", show_default=False)]
+                                          "default 4; at most 4096).", show_default=False)]
 Heads = Annotated[int | None, typer.Option("--heads", help="BRA attention heads; must divide every BRA layer's "
-                                           "channels (default: a head per 32 channels; blog 8).",
+                                           "channels (default: a head per 32 channels; blog 8; at most 1024).",
                                            show_default=False)]
 SideDwconv = Annotated[int | None, typer.Option("--side-dwconv", help="Kernel of BRA's local context conv on v "
-                                                "(odd; 0 = off; default 3).", show_default=False)]
+                                                "(odd, at most 31; 0 = off; default 3).", show_default=False)]
 Preset = Annotated[str, typer.Option(
     "--preset", help="BRA settings to start from: bracli (measured defaults: n_win 10, a head per 32 channels, "
     "regions that keep their size as the input grows) or blog (n_win 7, 8 heads, a fixed grid).")]
 RegionSize = Annotated[str | None, typer.Option(
     "--region-size", metavar="N|auto|none", help="BRA tokens per region side: auto (the grid grows with the input "
-    "beyond 640), none (a fixed n_win × n_win grid), or a number.", show_default=False)]
-QkDim = Annotated[int | None, typer.Option("--qk-dim", help="BRA q/k channels (default: each layer's channels).",
-                                           show_default=False)]
+    "beyond 640), none (a fixed n_win × n_win grid), or a number up to 1024.", show_default=False)]
+QkDim = Annotated[int | None, typer.Option("--qk-dim", help="BRA q/k channels (default: each layer's channels; "
+                                           "at most 8192).", show_default=False)]
 
 
 # Repeatable versions for commands that compare models (bra ablate): each value given is one variant.
@@ -155,6 +165,27 @@ ARCHITECTURE_OPTION_NAMES = ("family", "task", "bra_after", *BRA_OPTION_NAMES)
 RENDER_OPTION_NAMES = ("scale", *ARCHITECTURE_OPTION_NAMES)
 
 
+# Upper bounds of the BRA options, far above any real use (BiFormer: n_win 7-16, topk 1-16, 2-16 heads, a 5×5
+# side conv): past them a layer only exhausts memory, so they are refused with the range before any work starts.
+BRA_BOUNDS = {"n_win": 64, "topk": 4096, "heads": 1024, "qk_dim": 8192, "side_dwconv": 31, "region_size": 1024}
+BRA_RANGES = {"n_win": "BiFormer uses 7 to 16", "topk": "BiFormer uses 1 to 16", "heads": "BiFormer uses 2 to 16",
+              "qk_dim": "the rendered models' layers have under 1,024 channels", "side_dwconv": "BiFormer uses 5",
+              "region_size": "the bracli preset's are 2 to 8"}
+
+
+def check_bra_bounds(**values: int | str | Iterable[int] | None) -> None:
+    """Each BRA option given (a value, or a list of them for ``bra ablate``) within ``BRA_BOUNDS``, told with
+    the range it is used in; the lower bounds and the checks against a layer's channels are the templates'."""
+    for key, given_values in values.items():
+        if given_values is None:
+            continue
+        for value in given_values if isinstance(given_values, (list, tuple)) else [given_values]:
+            number = int(value) if isinstance(value, int) or str(value).strip().isdigit() else None
+            if number is not None and number > BRA_BOUNDS[key]:
+                raise UsageError(f"--{key.replace('_', '-')} {number} is too large: at most {BRA_BOUNDS[key]} "
+                                 f"({BRA_RANGES[key]})")
+
+
 def check_region_size(value: str | None) -> None:
     """``--region-size`` as the command line spells it (auto, none or a positive number), told in those words."""
     if value is None or str(value).strip().lower() in ("auto", "none"):
@@ -162,11 +193,13 @@ def check_region_size(value: str | None) -> None:
     if not str(value).strip().isdigit() or int(value) < 1:
         raise UsageError(f"--region-size {value} is not valid: give tokens per region side (a positive number), "
                          "auto (the grid grows with the input) or none (a fixed n_win × n_win grid)")
+    check_bra_bounds(region_size=value)
 
 
 def bra_options(preset: str | None = None, **values: int | str | None) -> dict[str, int | str]:
     """The BRA options that were given (``None`` = the preset's), and the preset when it is not the default."""
     check_region_size(values.get("region_size"))  # type: ignore[arg-type]
+    check_bra_bounds(**{key: value for key, value in values.items() if key != "region_size"})
     given = {key: value for key, value in values.items() if value is not None}
     return {"preset": preset, **given} if preset not in (None, DEFAULTS["preset"]) else given
 
@@ -254,6 +287,22 @@ def device(value: str | None) -> str | None:
     if len(set(indices)) != len(indices):
         raise UsageError(f"--device '{value}' names a GPU twice")
     return text
+
+
+def check_png(path: Path, *, option: str = "--plot") -> None:
+    """A figure option's file: the figure is PNG bytes, so a name that says otherwise is refused, not filled."""
+    if path.suffix.lower() != ".png":
+        raise UsageError(f"{option} {path}: the figure is a PNG; name the file *.png")
+
+
+def device_as_typed(normal: str | None) -> str | None:
+    """``--device`` as the user typed it when it normalises to ``normal`` (``cuda:0`` for ``0``), else ``normal``:
+    a message names the device in the user's words."""
+    typed = _TYPED_DEVICE["value"]
+    try:
+        return typed.strip() if typed is not None and device(typed) == normal else normal
+    except UsageError:
+        return normal
 
 
 def trust_checkpoints(flag: bool) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 
 import pytest
@@ -120,6 +121,55 @@ def test_device_spellings(value, expected):
 def test_device_that_is_not_one(value):
     with pytest.raises(UsageError):
         options.device(value)
+
+
+@pytest.mark.parametrize(("typed", "normal"), [("cuda:0", "0"), ("CUDA", "0"), ("0,1", "0,1"), ("mps", "mps")])
+def test_device_is_echoed_as_typed(typed, normal):
+    from typer.testing import CliRunner
+
+    seen = {}
+    probe = typer.Typer()
+
+    @probe.command()
+    def run(device: options.Device = None) -> None:
+        seen["normal"] = options.device(device)
+        seen["echoed"] = options.device_as_typed(seen["normal"])
+
+    assert CliRunner().invoke(probe, ["--device", typed]).exit_code == 0
+    assert seen == {"normal": normal, "echoed": typed}
+    assert options.device_as_typed("1") == "1"  # another device is named in its own form
+
+
+def test_device_message_names_what_was_typed(bra, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this message is about a machine without CUDA
+    r = bra("profile", "--imgsz", "64", "--no-latency", "--no-memory", "--device", "cuda:0")
+    assert r.code == 1
+    assert "--device cuda:0: torch sees no CUDA GPU" in r.err
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"n_win": 65}, "--n-win 65 is too large: at most 64 (BiFormer uses 7 to 16)"),
+    ({"topk": 5000}, "--topk 5000 is too large: at most 4096"),
+    ({"heads": 2048}, "--heads 2048 is too large: at most 1024"),
+    ({"qk_dim": 10**6}, "--qk-dim 1000000 is too large: at most 8192"),
+    ({"side_dwconv": 33}, "--side-dwconv 33 is too large: at most 31"),
+    ({"region_size": "1025"}, "--region-size 1025 is too large: at most 1024"),
+])
+def test_bra_options_have_upper_bounds(values, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        options.bra_options(**values)
+    at_bound = {key: str(options.BRA_BOUNDS[key]) if key == "region_size" else options.BRA_BOUNDS[key]
+                for key in values}
+    assert options.bra_options(**at_bound) == at_bound
+
+
+@pytest.mark.parametrize("name", ["plot.txt", "plot", "plot.PNG.jpg"])
+def test_a_figure_is_named_png(tmp_path, name):
+    with pytest.raises(UsageError, match=re.escape("name the file *.png")):
+        options.check_png(tmp_path / name)
+    options.check_png(tmp_path / "plot.PNG")
 
 
 def test_extras_point_to_their_option():

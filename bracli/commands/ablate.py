@@ -70,6 +70,7 @@ def command(
     """
     out = Output(json_out, force=force)
     if plot is not None:
+        options.check_png(plot)
         from bracli.files import check_writable
 
         check_writable(plot, force)
@@ -88,6 +89,7 @@ def command(
     imgsz = options.imgsz(imgsz, notice=out.warn)
     device = options.device(device)
     options.check_region_size(region_size)
+    options.check_bra_bounds(n_win=n_win, topk=topk, heads=heads, side_dwconv=side_dwconv, qk_dim=qk_dim)
     from bracli.ablation import plan
 
     variants = plan.expand(bra_after, families=family, tasks=task, scales=scale, presets=preset, n_win=n_win,

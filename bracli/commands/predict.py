@@ -77,7 +77,9 @@ def _point(text: str) -> tuple[float, float]:
         x, y = (float(p) for p in parts)
     except ValueError:
         raise UsageError(f"--routing-query '{text}' is not a point; write X,Y in image pixels, e.g. 320,240") from None
-    if not (math.isfinite(x) and math.isfinite(y)) or x < 0 or y < 0:
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise UsageError(f"--routing-query '{text}': --routing-query takes finite pixel coordinates X,Y")
+    if x < 0 or y < 0:
         raise UsageError(f"--routing-query '{text}' lies left of or above the image; pixels count from 0")
     return x, y
 

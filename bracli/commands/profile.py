@@ -54,7 +54,11 @@ def command(
     measure = _selected(gflops, latency, memory)
     if not measure[1]:
         options.refuse_given(ctx, ("warmup", "runs"), "{flags} only time the latency, which is not measured here")
-    _check_model_options(ctx, model, bra_after, family, task)
+    if _plain_model(ctx, model, bra_after, family, task):
+        if compare:  # --no-compare says the same as what happens
+            options.refuse_given(ctx, ("compare",), "--bra-after none profiles the plain model itself; there is "
+                                 "nothing to {flags} it with")
+        compare = False
     if model is not None and model.isdigit() and not Path(model).exists():
         raise UsageError(f"'{model}' is not a model file; for several sizes write --imgsz 640,{model} "
                          "(or repeat --imgsz)")
@@ -63,12 +67,13 @@ def command(
     if plot is not None:
         if len(sizes) < 2:
             raise UsageError("--plot needs at least two --imgsz values, e.g. --imgsz 320,640,1280")
-        if plot.suffix.lower() != ".png":
-            raise UsageError(f"--plot {plot}: the figure is a PNG; name the file *.png")
+        options.check_png(plot)
         from bracli.files import check_writable
 
         check_writable(plot, force)
         probe_writable(plot)
+
+    bra = options.bra_options(preset, region_size=region_size)
 
     from bracli.engine.setup import setup
 
@@ -78,10 +83,8 @@ def command(
     with out.console.status("profiling…") as status:
         result = measure_cost(model, sizes, batch=batch, device=device, gflops=measure[0], latency=measure[1],
                               memory=measure[2], compare=compare, scale=scale, bra_after=bra_after, family=family,
-                              task=task, bra=options.bra_options(preset, region_size=region_size),
-                              warmup=warmup,
-                              runs=runs, progress=lambda message: status.update(f"profiling: {message}"),
-                              notice=out.warn)
+                              task=task, bra=bra, warmup=warmup, runs=runs,
+                              progress=lambda message: status.update(f"profiling: {message}"), notice=out.warn)
     _render(result, out)
     if plot is not None:
         from bracli.measure.plot import plot_cost
@@ -90,9 +93,10 @@ def command(
     out.emit(result)
 
 
-def _check_model_options(ctx: typer.Context, model: str | None, bra_after: list[str] | None, family: str,
-                         task: str) -> None:
-    """Options that would shape a model nobody builds: MODEL gives its own; a plain model has no BRA layer."""
+def _plain_model(ctx: typer.Context, model: str | None, bra_after: list[str] | None, family: str,
+                 task: str) -> bool:
+    """Whether the model rendered here is the plain one (--bra-after none), after refusing options that would
+    shape a model nobody builds: MODEL gives its own; a plain model has no BRA layer."""
     from bracli import templates
 
     if model is not None:
@@ -100,9 +104,12 @@ def _check_model_options(ctx: typer.Context, model: str | None, bra_after: list[
             raise BracliError(f"{model} is a folder, not a model file (a .yaml or .pt)")
         options.refuse_given(ctx, options.ARCHITECTURE_OPTION_NAMES, "MODEL gives the architecture; drop {flags} "
                              "or MODEL")
-    elif bra_after and not templates.parse_placements(bra_after, family, task):
+        return False
+    if bra_after and not templates.parse_placements(bra_after, family, task):
         options.refuse_given(ctx, options.BRA_OPTION_NAMES, "--bra-after none measures a model without a BRA layer; "
                              "drop {flags}")
+        return True
+    return False
 
 
 def _selected(gflops: bool | None, latency: bool | None, memory: bool | None) -> tuple[bool, bool, bool]:

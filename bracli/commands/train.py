@@ -82,6 +82,8 @@ def command(
         if model:
             options.refuse_given(ctx, options.ARCHITECTURE_OPTION_NAMES, "--model takes the architecture from its "
                                  "file; drop {flags} or --model")
+            if model.suffix.lower() == ".pt":
+                options.refuse_given(ctx, ("scale",), "a checkpoint carries its scale; drop {flags}")
         imgsz = options.imgsz(imgsz, notice=notice)
         device = options.device(device)
         if resume:  # the device goes to the trainer as it does for a new run; these as the overrides resume applies

@@ -14,6 +14,7 @@ YAML file, so the folder works from any working directory and after being moved.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bracli.errors import BracliError, OutputExistsError, UsageError
+from bracli.options import MAX_IMGSZ
 from bracli.paths import cache_root
 
 CLASS_NAMES = ("circle", "square", "triangle")
@@ -34,6 +36,7 @@ SAMPLE_VERSIONS = {"detect": SAMPLE_VERSION, "segment": "sample-seg-v1"}  # cach
 TASKS = tuple(SAMPLE_VERSIONS)
 CIRCLE_VERTICES = 32  # a multiple of 4: the polygon touches the circle's box on all four sides
 DEFAULTS = {"seed": 0, "n_train": 128, "n_val": 40, "imgsz": 320}
+MAX_IMAGES = 100_000  # per split: a sample this size takes an hour to write; beyond it is a typo
 OWNED = ("images", "labels", "data.yaml")  # what a sample writes, and what --force replaces
 JPEG_QUALITY = 92
 OBJECTS_PER_IMAGE = (2, 5)
@@ -106,22 +109,27 @@ def write_sample(out_dir: str | Path, seed: int = DEFAULTS["seed"], n_train: int
     ``progress(done, total)`` is called after each image.
     """
     _check_task(task)
-    if n_train < 1 or n_val < 1:
-        raise UsageError("the sample needs at least one train and one val image")
-    if imgsz < 64:
-        raise UsageError(f"--imgsz {imgsz} is too small for the sample's shapes; use 64 or more")
+    _check_numbers(seed=seed, n_train=n_train, n_val=n_val, imgsz=imgsz)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir} is a file, expected a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise OutputExistsError(out_dir)
+    created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".bra-sample.", dir=out_dir))
     except OSError as e:
         raise UsageError(f"cannot write {out_dir}: {e.strerror}") from e
     try:
-        _generate(staging, seed, {"train": n_train, "val": n_val}, imgsz, progress, task)
+        try:
+            _generate(staging, seed, {"train": n_train, "val": n_val}, imgsz, progress, task)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if created:  # no empty folder left behind (an interrupt, a full disk)
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()
+            raise
         for name in OWNED:
             final = out_dir / name
             if final.is_dir() and not final.is_symlink():
@@ -132,6 +140,22 @@ def write_sample(out_dir: str | Path, seed: int = DEFAULTS["seed"], n_train: int
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir / "data.yaml"
+
+
+def _check_numbers(*, seed: object, n_train: object, n_val: object, imgsz: object) -> None:
+    """The numbers of a sample, checked before anything is created: numpy's own errors name no argument."""
+    for name, value in (("seed", seed), ("n_train", n_train), ("n_val", n_val), ("imgsz", imgsz)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"{name}={value!r} is not a whole number")
+    if seed < 0:  # type: ignore[operator]
+        raise UsageError(f"seed={seed} is negative; the sample's seed is a whole number from 0")
+    for name, count in (("n_train", n_train), ("n_val", n_val)):
+        if not 1 <= count <= MAX_IMAGES:  # type: ignore[operator]
+            raise UsageError(f"{name}={count} is out of range: the sample has 1 to {MAX_IMAGES:,} images per split")
+    if imgsz < 64:  # type: ignore[operator]
+        raise UsageError(f"--imgsz {imgsz} is too small for the sample's shapes; use 64 or more")
+    if imgsz > MAX_IMGSZ:  # type: ignore[operator]
+        raise UsageError(f"--imgsz {imgsz} is larger than {MAX_IMGSZ} pixels; no single image needs that")
 
 
 def _check_task(task: str) -> None:

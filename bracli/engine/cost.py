@@ -102,6 +102,16 @@ def vanilla_for(model: nn.Module) -> tuple[nn.Module, str] | None:
     return models.build(plain), Path(templates.model_filename(scale, [], family, task)).stem
 
 
+def _is_plain_twin(model: nn.Module, plain: nn.Module) -> bool:
+    """Whether ``model`` is the plain model in all but its weights: no BRA layer, the same layers and parameters
+    (a ratio table of a model against itself says nothing)."""
+    def shape(net: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+        return [(name, tuple(p.shape)) for name, p in net.named_parameters()]
+
+    has_bra = any(isinstance(m, BiLevelRoutingAttention) for m in model.modules())
+    return not has_bra and shape(model) == shape(plain)
+
+
 def measure_cost(model_spec: str | Path | dict[str, Any] | None = None,
                  imgsz: Sequence[int | Sequence[int]] = (640,), batch: int = 1, device: str | None = None,
                  gflops: bool = True, latency: bool = True, memory: bool = True, compare: bool = True, *,
@@ -132,6 +142,8 @@ def measure_cost(model_spec: str | Path | dict[str, Any] | None = None,
         vanilla = vanilla_for(model)
         if vanilla is None:
             notes.append("comparison skipped: the model records no scale (n/s/m/l/x) or family")
+        elif _is_plain_twin(model, vanilla[0]):
+            notes.append(f"comparison skipped: the model is the plain {vanilla[1]} itself; nothing to compare")
         else:
             candidates.append(vanilla)
     with predictor_threads(torch_dev):

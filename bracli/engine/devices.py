@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from bracli import options
 from bracli.errors import BracliError
 
 
@@ -11,17 +12,18 @@ def check_device(device: str | None) -> None:
     """``device`` as ``bracli.options.device`` normalised it: cpu, mps, or GPU indices (``0``, ``0,1``)."""
     if device in (None, "cpu"):
         return
+    typed = options.device_as_typed(device)  # messages echo what the user typed (cuda:0, not 0)
     if device == "mps":
         if not torch.backends.mps.is_available():
-            raise BracliError("--device mps: this machine has no Apple GPU; use --device cpu")
+            raise BracliError(f"--device {typed}: this machine has no Apple GPU; use --device cpu")
         return
     indices = [int(i) for i in device.split(",")]
     if not torch.cuda.is_available():
-        raise BracliError(f"--device {device}: torch sees no CUDA GPU here; use --device cpu")
+        raise BracliError(f"--device {typed}: torch sees no CUDA GPU here; use --device cpu")
     count = torch.cuda.device_count()
     missing = [i for i in indices if i >= count]
     if missing:
-        raise BracliError(f"--device {device}: there is no GPU {missing[0]} (this machine has {count})")
+        raise BracliError(f"--device {typed}: there is no GPU {missing[0]} (this machine has {count})")
 
 
 def torch_device(device: str | None) -> torch.device:

@@ -110,13 +110,18 @@ def test_rerun_with_other_settings_is_refused(ablation, bra):
     (["--report", "somewhere", "--epochs", "5", "--seed", "0"], "trains nothing; drop --epochs, --seed"),
     (["--bra-after", "none", "--topk", "8", "--region-size", "none"], "no variant has a BRA layer (--bra-after "
                                                                       "none); drop --topk, --region-size"),
+    (["--n-win", "7", "--n-win", "100000"], "--n-win 100000 is too large: at most 64"),
+    (["--side-dwconv", "33"], "--side-dwconv 33 is too large: at most 31"),
+    (["--qk-dim", "100000"], "--qk-dim 100000 is too large"),
+    (["--region-size", "5000"], "--region-size 5000 is too large: at most 1024"),
+    (["--report", "somewhere", "--plot", "table.txt"], "--plot table.txt: the figure is a PNG"),
 ])
 def test_bad_input_exits_2_before_anything_runs(bra, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)  # the default folder, ./runs/ablate, would be made here
     r = bra("ablate", *args)
     assert r.code == 2, r.err
     assert message in r.err
-    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "table.txt").exists()
 
 
 @pytest.mark.parametrize(("args", "message"), [

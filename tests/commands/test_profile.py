@@ -108,6 +108,8 @@ def test_command_json_to_stdout_stays_pure(wide_bra, tmp_path):
     (["yolov8n-bra-p3.yaml", "--family", "yolov8", "--preset", "bracli"], 2, "drop --family, --preset or MODEL"),
     (["--bra-after", "none", "--region-size", "auto"], 2, "without a BRA layer; drop --region-size"),
     (["folder.yaml"], 1, "folder.yaml is a folder, not a model file"),
+    (["--region-size", "5000"], 2, "--region-size 5000 is too large: at most 1024"),
+    (["--bra-after", "none", "--compare"], 2, "profiles the plain model itself; there is nothing to --compare"),
 ])
 def test_command_errors_are_one_line(wide_bra, monkeypatch, tmp_path, args, code, message):
     monkeypatch.chdir(tmp_path)
@@ -134,3 +136,16 @@ def test_command_refuses_to_overwrite(tmp_path, wide_bra):
     code, _, err = astuple(wide_bra("profile", "--imgsz", "64", "--json", str(existing)))
     assert code == 2 and "--force" in err
     assert existing.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("args", [["--bra-after", "none"], ["yolov8n.yaml"]])
+def test_the_plain_model_is_not_compared_with_itself(tmp_path, monkeypatch, wide_bra, args):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "yolov8n.yaml").write_text(templates.to_yaml(templates.render("n", []), "the plain model"))
+    code, out, err = astuple(wide_bra("profile", *args, "--imgsz", "64", "--device", "cpu", "--no-latency",
+                                      "--no-memory", "--json", "-"))
+    assert code == 0, err
+    assert json.loads(out)["baseline"] is None
+    assert "÷" not in err
+    if args[0] != "--bra-after":  # a model file may be anything: it is told why no ratio follows
+        assert "comparison skipped: the model is the plain yolov8n itself" in err

@@ -169,3 +169,23 @@ def test_an_unwritable_json_target_is_refused_before_training(bra, tiny_data, tm
     assert r.code == 2
     assert "cannot write /proc/x.json" in r.err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_checkpoint_carries_its_scale(bra, tiny_data, tmp_path):
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"")  # never read: the option is refused first
+    r = bra("train", tiny_data, "--model", checkpoint, "--scale", "s", "--epochs", "1", "--project", tmp_path / "runs")
+    assert r.code == 2
+    assert "a checkpoint carries its scale; drop --scale" in r.err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--n-win", "100000"], "--n-win 100000 is too large: at most 64"),
+    (["--region-size", "4096"], "--region-size 4096 is too large: at most 1024"),
+])
+def test_bra_options_past_their_bounds_are_refused(bra, tiny_data, tmp_path, args, message):
+    r = bra("train", tiny_data, *args, "--epochs", "1", "--project", tmp_path / "runs")
+    assert r.code == 2
+    assert message in r.err
+    assert not (tmp_path / "runs").exists()

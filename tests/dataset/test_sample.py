@@ -124,6 +124,22 @@ def test_bad_sizes_are_usage_errors(tmp_path):
         write_sample(tmp_path / "file")
 
 
+@pytest.mark.parametrize(("numbers", "message"), [
+    ({"seed": -1}, "seed=-1 is negative"),
+    ({"seed": "a"}, "seed='a' is not a whole number"),
+    ({"seed": 1.5}, "seed=1.5 is not a whole number"),
+    ({"n_val": True}, "n_val=True is not a whole number"),
+    ({"n_train": 10**9}, "n_train=1000000000 is out of range"),
+    ({"imgsz": 10**6}, "larger than 8192 pixels"),
+])
+def test_bad_numbers_are_one_line_before_anything_is_created(tmp_path, numbers, message):
+    target = tmp_path / "nested" / "ws"
+    with pytest.raises(UsageError, match=message) as raised:
+        write_sample(target, **{"n_train": 1, "n_val": 1, **numbers})
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "nested").exists()
+
+
 def test_default_sample_is_generated_once_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BRA_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(sample, "DEFAULTS", {**sample.DEFAULTS, "n_train": 3, "n_val": 2})
