@@ -33,18 +33,8 @@ Imgsz = Annotated[int, typer.Option(
 ImgszOrDefault = Annotated[int | None, typer.Option(
     "--imgsz", help="Input size in pixels; a size that is not a multiple of 32 is rounded up, with a notice.",
     show_default=False)]
-_TYPED_DEVICE: dict[str, str | None] = {"value": None}  # --device as this command's line spelled it
-
-
-def _remember_device(value: str | None) -> str | None:
-    """Keep ``--device`` as typed: messages about the device echo ``cuda:0``, not its normal form ``0``."""
-    _TYPED_DEVICE["value"] = value
-    return value
-
-
 Device = Annotated[str | None, typer.Option(
-    "--device", help="cpu, 0, 0,1, cuda:1 or mps (default: the first GPU, else the CPU).", show_default=False,
-    callback=_remember_device)]
+    "--device", help="cpu, 0, 0,1, cuda:1 or mps (default: the first GPU, else the CPU).", show_default=False)]
 Batch = Annotated[int, typer.Option("--batch", min=1, help="Images per batch.")]
 JsonOut = Annotated[str | None, typer.Option(
     "--json", metavar="FILE", help="Also write the result as JSON to FILE; '-' prints it on stdout (messages then "
@@ -293,16 +283,6 @@ def check_png(path: Path, *, option: str = "--plot") -> None:
     """A figure option's file: the figure is PNG bytes, so a name that says otherwise is refused, not filled."""
     if path.suffix.lower() != ".png":
         raise UsageError(f"{option} {path}: the figure is a PNG; name the file *.png")
-
-
-def device_as_typed(normal: str | None) -> str | None:
-    """``--device`` as the user typed it when it normalises to ``normal`` (``cuda:0`` for ``0``), else ``normal``:
-    a message names the device in the user's words."""
-    typed = _TYPED_DEVICE["value"]
-    try:
-        return typed.strip() if typed is not None and device(typed) == normal else normal
-    except UsageError:
-        return normal
 
 
 def trust_checkpoints(flag: bool) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from bracli import options
 from bracli.errors import BracliError
 
 
@@ -12,12 +11,12 @@ def check_device(device: str | None) -> None:
     """``device`` as ``bracli.options.device`` normalised it: cpu, mps, or GPU indices (``0``, ``0,1``)."""
     if device in (None, "cpu"):
         return
-    typed = options.device_as_typed(device)  # messages echo what the user typed (cuda:0, not 0)
     if device == "mps":
         if not torch.backends.mps.is_available():
-            raise BracliError(f"--device {typed}: this machine has no Apple GPU; use --device cpu")
+            raise BracliError("--device mps: this machine has no Apple GPU; use --device cpu")
         return
     indices = [int(i) for i in device.split(",")]
+    typed = ",".join(f"cuda:{i}" for i in indices)  # the spelling that names the kind of device (0 is cuda:0)
     if not torch.cuda.is_available():
         raise BracliError(f"--device {typed}: torch sees no CUDA GPU here; use --device cpu")
     count = torch.cuda.device_count()
