@@ -9,13 +9,13 @@ import typer
 from bracli import options
 from bracli.dataset import DEFAULT_NEAR_DUP_THRESHOLD
 from bracli.dataset.sample import DEFAULTS as SAMPLE
+from bracli.dataset.sample import MAX_IMAGES as MAX_SAMPLE_IMAGES
 from bracli.errors import UsageError
 from bracli.output import Output, probe_writable, stderr_console
 
 app = typer.Typer(help="Inspect YOLO datasets, or write the built-in sample dataset.", no_args_is_help=True)
 
 PROGRESS_FROM = 500  # images; smaller datasets finish before a progress bar is worth drawing
-MAX_SAMPLE_IMAGES = 100_000  # a sample this size takes an hour to write; beyond it is a typo
 
 
 @app.command("check", epilog="Example: bra dataset check data.yaml --json report.json")
