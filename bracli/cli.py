@@ -15,7 +15,7 @@ import typer
 
 from bracli import __version__
 from bracli.commands import ablate, dataset, demo, export, init, migrate, predict, profile, train, val
-from bracli.errors import BracliError
+from bracli.errors import BracliError, out_of_memory
 
 app = typer.Typer(
     name="bra",
@@ -69,8 +69,8 @@ def _describe(exc: BaseException) -> tuple[str, int] | None:
         return str(exc), exc.exit_code
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         return f"missing dependency: the Python package '{exc.name}' is not installed", 1
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return "out of memory: try a smaller --batch or --imgsz", 1
+    if (no_memory := out_of_memory(exc)) is not None:
+        return str(no_memory), no_memory.exit_code
     if isinstance(exc, OSError) and exc.errno in _OS_ERRORS:
         where = exc.filename or ""
         return f"{_OS_ERRORS[exc.errno]}{': ' + str(where) if where else ''}", 1

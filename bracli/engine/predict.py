@@ -16,7 +16,7 @@ from typing import Any
 from bracli import options
 from bracli.engine.checkpoint import Checkpoint, read_checkpoint
 from bracli.engine.devices import check_device
-from bracli.engine.extras import validate_extras
+from bracli.engine.extras import check_class_ids, validate_extras
 from bracli.engine.routing import FOLDER as ROUTING_FOLDER
 from bracli.engine.routing import RoutingRecorder, check_routable
 from bracli.engine.runs import newest_weights, project_dir, tidy_on_failure
@@ -65,6 +65,7 @@ def predict(source: str | None = None, weights: str | Path | Checkpoint | None =
         checkpoint = weights
     else:
         checkpoint = read_checkpoint(weights if weights is not None else newest_weights(project))
+    check_class_ids(extras, getattr(checkpoint.model, "names", None))
     routing = routing or routing_query is not None
     if routing:
         check_routable(checkpoint.model, extras)

@@ -29,7 +29,7 @@ from bracli.engine.devices import check_device
 from bracli.engine.extras import validate_extras
 from bracli.engine.runs import project_dir, resume_target, tidy_on_failure
 from bracli.engine.trainer import TRAINERS
-from bracli.errors import BracliError, UsageError
+from bracli.errors import BracliError, UsageError, out_of_memory
 from bracli.files import atomic_write_text
 
 METRIC_KEYS = {"precision": "metrics/precision(B)", "recall": "metrics/recall(B)",
@@ -53,30 +53,55 @@ class TrainingInterrupted(BracliError):
     everywhere = True
 
 
-class PolygonsMissing(BracliError):
-    """A segmentation model given box-only labels; every rank reads the same labels, so it fails everywhere."""
+class DatasetRefused(BracliError):
+    """ultralytics refused a dataset split (no usable image, box-only labels for a segmentation model); every rank
+    reads the same labels, so it fails everywhere."""
 
     everywhere = True
 
 
 BOXES_WITHOUT_SEGMENTS = "Segment dataset requires equal numbers of boxes and segments"
+NO_VALID_IMAGES = "No valid images found in "
+CHECK_HINT = "see `bra dataset check DATA`"
 
 
-def polygons_missing(error: BaseException) -> PolygonsMissing | None:
-    """ultralytics' refusal of box-only labels for a segmentation model, as one line naming the split; else None.
-
-    The split is the labels folder the refusing dataset scanned (its cache is named after it)."""
-    if not (isinstance(error, ValueError) and str(error).startswith(BOXES_WITHOUT_SEGMENTS)):
-        return None
-    labels = None
+def _scanned_labels(error: BaseException) -> Path | None:
+    """The labels cache the failing dataset scanned (named after its labels folder), read off the traceback."""
+    found = None
     frame = error.__traceback__
     while frame is not None:
-        if frame.tb_frame.f_code.co_name == "verify_labels":
-            labels = frame.tb_frame.f_locals.get("cache_path")
+        if frame.tb_frame.f_code.co_name in ("verify_labels", "get_labels"):
+            found = frame.tb_frame.f_locals.get("cache_path") or found
         frame = frame.tb_next
-    where = f"{Path(labels).stem} labels ({Path(labels).with_suffix('')})" if labels else "the labels"
-    return PolygonsMissing(f"{where} have boxes but no polygons: a segmentation model needs polygon labels "
-                           "(see `bra dataset check DATA --task segment`)")
+    return Path(found) if found else None
+
+
+def dataset_failure(error: BaseException) -> DatasetRefused | None:
+    """ultralytics' known refusals of a dataset split, as one line naming the split; None for anything else.
+
+    The one place such failures are recognised, so train and val say the same thing."""
+    text = str(error)
+    if isinstance(error, ValueError) and text.startswith(BOXES_WITHOUT_SEGMENTS):
+        labels = _scanned_labels(error)
+        where = f"{labels.stem} labels ({labels.with_suffix('')})" if labels else "the labels"
+        return DatasetRefused(f"{where} have boxes but no polygons: a segmentation model needs polygon labels "
+                              f"({CHECK_HINT} --task segment)")
+    if isinstance(error, RuntimeError) and text.startswith(NO_VALID_IMAGES):
+        labels = _scanned_labels(error) or Path(text[len(NO_VALID_IMAGES):].splitlines()[0].rstrip("."))
+        issues = [line.strip() for line in text.splitlines()[1:] if line.strip() and "://" not in line]
+        why = f" (first problem: {_short_issue(issues[0])})" if issues and issues[0] != "no error details" else ""
+        return DatasetRefused(f"no usable image in the {labels.stem} split ({labels.with_suffix('')}): every image "
+                              f"or label was refused{why}; {CHECK_HINT}")
+    return None
+
+
+def _short_issue(issue: str) -> str:
+    """ultralytics' '<image>: ignoring corrupt image/label: <why>' as '<image name>: <why>'. A file PIL cannot open
+    ends in ultralytics' fallback to an optional HEIF reader, whose absence is not the problem."""
+    image, _, why = issue.partition(": ignoring corrupt image/label: ")
+    if why.startswith("No module named"):
+        why = "not an image PIL can read"
+    return f"{Path(image).name}: {why}" if why else issue
 
 
 @dataclass
@@ -267,15 +292,13 @@ def _run(trainer_class: type, overrides: dict[str, Any], root: Path, callbacks: 
             how = "torchrun <same options> -m bracli train" if world.distributed else "bra train"
             raise TrainingInterrupted(f"interrupted; resume with: {how} --resume {trainer.save_dir}") from None
         raise TrainingInterrupted("interrupted before the first epoch was saved; nothing to resume") from None
-    except torch.OutOfMemoryError as e:
-        raise BracliError("out of memory while training: try a smaller --batch or --imgsz") from e
     except NotImplementedError as e:
         if "Optimizer" not in str(e):
             raise
         raise UsageError(f"optimizer=: {str(e).strip().splitlines()[0]}") from e
     except Exception as e:
-        if (missing := polygons_missing(e)) is not None:
-            raise missing from e
+        if (refused := dataset_failure(e) or out_of_memory(e)) is not None:
+            raise refused from e
         if not distributed.is_peer_failure(e):
             raise
         first = re.sub(r"^\[[^]]*\]\s*", "", str(e).strip().splitlines()[0]) if str(e).strip() else type(e).__name__

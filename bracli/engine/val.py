@@ -12,9 +12,9 @@ from bracli import options
 from bracli.engine.checkpoint import Checkpoint, read_checkpoint
 from bracli.engine.data import check_split, resolve_data
 from bracli.engine.devices import check_device
-from bracli.engine.extras import validate_extras
+from bracli.engine.extras import check_class_ids, validate_extras
 from bracli.engine.runs import discard_if_empty, missing_parents, project_dir, tidy_on_failure
-from bracli.engine.train import metrics_of, polygons_missing
+from bracli.engine.train import dataset_failure, metrics_of
 from bracli.errors import UsageError
 
 SPLITS = ("val", "test")
@@ -67,6 +67,7 @@ def val(weights: str | Path | Checkpoint, data: str | Path | None = None, *, img
     device = options.device(device)
     check_device(device)
     checkpoint = weights if isinstance(weights, Checkpoint) else read_checkpoint(weights)
+    check_class_ids(extras, getattr(checkpoint.model, "names", None))
     data_path = data_of(checkpoint, data, allow_download)
     check_split(data_path, split)
     root = project_dir(project, checkpoint.task)
@@ -80,10 +81,10 @@ def val(weights: str | Path | Checkpoint, data: str | Path | None = None, *, img
     with tidy_on_failure(root):
         try:
             metrics = checkpoint.yolo().val(**args)
-        except ValueError as e:
-            if (missing := polygons_missing(e)) is None:
+        except (ValueError, RuntimeError) as e:
+            if (refused := dataset_failure(e)) is None:
                 raise
-            raise missing from e
+            raise refused from e
     save_dir = Path(metrics.save_dir)
     discard_if_empty(save_dir, created)  # ultralytics makes the folder even when it has nothing to save
     return ValResult(weights=str(checkpoint.path), data=str(data_path), task=checkpoint.task,
