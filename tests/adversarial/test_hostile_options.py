@@ -56,7 +56,7 @@ def test_out_of_range_values_are_usage_errors(name, world, expect, tmp_path):
 
 def test_a_gpu_that_is_not_there(world, expect, tmp_path):
     expect(inputs=[world.best]).run("predict", world.image, "--model", world.best, "--device", "99", code=1,
-                                    says=["--device 99"])
+                                    says=["--device cuda:99"])
 
 
 @pytest.mark.parametrize("command", ["init", "export", "export --out", "train --json", "val --json",

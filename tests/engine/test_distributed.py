@@ -361,6 +361,9 @@ def test_an_interrupted_two_node_run_resumes_on_the_same_world(small_data, tmp_p
         assert [n.code for n in nodes] == [0, 0], nodes
     assert [p.name for p in project.iterdir()] == ["train"]
     rows = (run / "results.csv").read_text().strip().splitlines()[1:]
-    assert [int(float(row.split(",")[0])) for row in rows] == [1, 2]
+    epochs = [int(float(row.split(",")[0])) for row in rows]
+    # epoch 1 trained once (the resume continued after it) and the run ended at 2; epoch 2 appears twice when the
+    # interrupt landed after ultralytics wrote its results row but before it saved last.pt (then it is redone)
+    assert epochs.count(1) == 1 and epochs[-1] == 2 and set(epochs) == {1, 2}
     world = yaml.safe_load((run / "bracli.yaml").read_text())["world"]
     assert world["size"] == 2 and world["weights_agree"] is True
