@@ -285,6 +285,20 @@ def check_png(path: Path, *, option: str = "--plot") -> None:
         raise UsageError(f"{option} {path}: the figure is a PNG; name the file *.png")
 
 
+def thresholds(conf: float | None = None, iou: float | None = None) -> None:
+    """``conf``/``iou`` between 0 and 1, for Python callers as ``Conf``/``Iou`` bound them on the command line."""
+    for name, value in (("conf", conf), ("iou", iou)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1):
+            raise UsageError(f"{name}={value!r} must be a number between 0 and 1")
+
+
+def batch(value: int) -> int:
+    """A batch of at least one image, for Python callers as ``Batch`` bounds it on the command line."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"batch={value!r} must be a whole number of images, at least 1")
+    return value
+
+
 def trust_checkpoints(flag: bool) -> bool:
     """``--trust-checkpoint``, or ``BRA_TRUST_CHECKPOINTS=1`` for scripts."""
     return flag or os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "true", "yes")

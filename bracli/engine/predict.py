@@ -57,6 +57,7 @@ def predict(source: str | None = None, weights: str | Path | Checkpoint | None =
     ``routing`` (or a ``routing_query`` point in image pixels) also draws each BRA layer's routing per image
     (``bracli.engine.routing``), into the ``routing/`` folder of the predictions."""
     extras = validate_extras(extras)
+    options.thresholds(conf, iou)
     device = options.device(device)
     check_device(device)
     imgsz = options.imgsz(imgsz, notice=notice)

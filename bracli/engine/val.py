@@ -64,6 +64,9 @@ def val(weights: str | Path | Checkpoint, data: str | Path | None = None, *, img
     if split not in SPLITS:
         raise UsageError(f"--split must be val or test, not {split!r}")
     extras = validate_extras(extras)
+    options.thresholds(conf, iou)
+    batch = options.batch(batch)
+    size = None if imgsz is None else options.imgsz(imgsz, notice=notice)
     device = options.device(device)
     check_device(device)
     checkpoint = weights if isinstance(weights, Checkpoint) else read_checkpoint(weights)
@@ -73,8 +76,7 @@ def val(weights: str | Path | Checkpoint, data: str | Path | None = None, *, img
     root = project_dir(project, checkpoint.task)
     args: dict[str, Any] = {"data": str(data_path), "batch": batch, "split": split, "project": str(root),
                             "name": "val", **extras}
-    for key, value in {"imgsz": imgsz and options.imgsz(imgsz, notice=notice), "device": device, "conf": conf,
-                       "iou": iou}.items():
+    for key, value in {"imgsz": size, "device": device, "conf": conf, "iou": iou}.items():
         if value is not None:
             args[key] = value
     created = missing_parents(root)
