@@ -81,7 +81,15 @@ def resolve_source(source: str | None) -> Source:
         return Source(str(path.resolve()), images)
     if not path.is_file():
         raise UsageError(f"{path} is not a regular file")
+    if _extension(path) in LIST_SUFFIXES and not _lists_anything(path):
+        raise BracliError(f"{path} lists no image or video paths (one per line)")
     return Source(str(path.resolve()), [str(path.resolve())] if _extension(path) in IMAGE_EXTENSIONS else [])
+
+
+def _lists_anything(list_file: Path) -> bool:
+    """Whether a list file has a line that is not blank (read up to the first one)."""
+    with open(list_file, "rb") as f:
+        return any(line.strip() for line in f)
 
 
 def _extension(path: str | Path) -> str:

@@ -76,6 +76,14 @@ def test_a_list_of_urls_downloads_nothing(world, expect, tmp_path):
                                  tmp_path / "runs", code=1, says=["cannot read source"])
 
 
+@pytest.mark.parametrize("text", ["", "\n  \n"])
+def test_a_list_file_that_lists_nothing(text, world, expect, tmp_path):
+    listing = tmp_path / "sources.txt"
+    listing.write_text(text)
+    expect(inputs=[listing]).run("predict", listing, "--model", world.best, "--imgsz", "64", "--project",
+                                 tmp_path / "runs", code=1, says=["lists no image or video paths"])
+
+
 def test_a_url_is_not_downloaded(world, expect):
     expect().run("predict", "https://example.invalid/evil.jpg", "--model", world.best, code=2,
                  says=["does not download"])
