@@ -70,7 +70,7 @@ def resolve_model(spec: str | Path | dict[str, Any] | None = None, *, scale: str
             raise UsageError("a checkpoint carries its scale; drop --scale")
         return read_checkpoint(path).model, path.name
     if path.suffix.lower() in models.YAML_SUFFIXES:
-        return models.build(models.read_model_yaml(path, scale=scale, notice=notice)), path.stem
+        return models.build(path, scale=scale, notice=notice), path.stem
     raise UsageError(f"{path} is neither a model YAML (.yaml) nor a checkpoint (.pt)")
 
 

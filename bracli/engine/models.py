@@ -141,9 +141,10 @@ def task_of(cfg: dict[str, Any]) -> str:
 
 
 def build(spec: str | Path | dict[str, Any], nc: int | None = None, verbose: bool = False, *,
-          scale: str | None = None) -> DetectionModel:
-    """Build a detection or segmentation model; errors become one-line messages."""
-    cfg = model_dict(spec, scale=scale)  # checked: every module name is a known layer
+          scale: str | None = None, notice: Callable[[str], None] | None = None) -> DetectionModel:
+    """Build a detection or segmentation model; errors become one-line messages. A YAML path is read (and
+    checked) once here: pass the path, not ``read_model_yaml``'s dict, which would be checked again."""
+    cfg = model_dict(spec, scale=scale, notice=notice)  # checked: every module name is a known layer
     task = task_of(cfg)
     try:
         return MODEL_CLASSES[task](cfg, nc=nc, verbose=verbose)
