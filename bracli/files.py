@@ -10,15 +10,28 @@ from bracli.errors import OutputExistsError, UsageError
 
 
 def check_writable(path: Path, force: bool) -> None:
-    """Fail before any work is done when ``path`` cannot be written (exists, or folder not creatable)."""
+    """Fail before any work is done when ``path`` cannot be written: it exists (without ``force``), a folder is in
+    its way, or no file can be made where it goes."""
     if path.exists() and not force:
         raise OutputExistsError(path)
     refuse_directory(path)
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise UsageError(f"cannot write {path}: {parent} is not a writable directory")
+    probe_writable(path)
+
+
+def probe_writable(path: Path) -> None:
+    """Fail when no file can be made where ``path`` goes. ``os.access`` says yes to root on a read-only mount or
+    under /proc; creating and removing a file in the nearest existing folder is the real test."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {path}: {folder} is not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".bra-probe-", dir=folder)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from e
+    os.close(handle)
+    os.unlink(probe)
 
 
 def refuse_directory(path: Path) -> None:
@@ -30,8 +43,10 @@ def refuse_directory(path: Path) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes, force: bool = False) -> Path:
     """Write ``data`` to ``path`` via a temp file and rename, so a crash never leaves half a file."""
     path = Path(path)
-    check_writable(path, force)
-    try:
+    if path.exists() and not force:
+        raise OutputExistsError(path)
+    refuse_directory(path)
+    try:  # the temp file is the probe: a folder that takes no file fails here
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,7 +49,6 @@ class Output:
             from bracli.files import check_writable
 
             check_writable(Path(self.json_to), force)
-            probe_writable(Path(self.json_to))
 
     def ok(self, message: str) -> None:
         self.console.print(f"{MARKS['ok']} {_escape(message)}", soft_wrap=True)
@@ -102,24 +99,6 @@ class Output:
         finally:
             for handler in handlers:
                 handler.setStream(sys.stdout)
-
-
-def probe_writable(path: Path) -> None:
-    """Fail before any work when no file can be made where ``path`` goes. ``os.access`` says yes to root on a
-    read-only mount or under /proc; creating and removing a file in the nearest existing folder is the real test."""
-    from bracli.errors import UsageError
-
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UsageError(f"cannot write {path}: {folder} is not a folder")
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".bra-probe-", dir=folder)
-    except OSError as e:
-        raise UsageError(f"cannot write {path}: {e.strerror or e}") from e
-    os.close(handle)
-    os.unlink(probe)
 
 
 def metrics_table(title: str, metrics: dict[str, float]):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bracli.errors import UsageError
-from bracli.output import Output, probe_writable
+from bracli.files import probe_writable
+from bracli.output import Output
 
 PROC = Path("/proc/self")  # no file can be created under /proc, not even by root
 

@@ -9,7 +9,7 @@ import typer
 
 from bracli import options
 from bracli.errors import BracliError, UsageError
-from bracli.output import Output, probe_writable
+from bracli.output import Output
 
 if TYPE_CHECKING:
     from bracli.ablation.report import AblationReport, Row
@@ -74,7 +74,6 @@ def command(
         from bracli.files import check_writable
 
         check_writable(plot, force)
-        probe_writable(plot)
     if report is not None:
         options.refuse_given(ctx, NOT_WITH_REPORT, "--report reads a finished folder and trains nothing; drop {flags}")
         if args:

@@ -11,7 +11,8 @@ from bracli.dataset import DEFAULT_NEAR_DUP_THRESHOLD
 from bracli.dataset.sample import DEFAULTS as SAMPLE
 from bracli.dataset.sample import MAX_IMAGES as MAX_SAMPLE_IMAGES
 from bracli.errors import UsageError
-from bracli.output import Output, probe_writable, stderr_console
+from bracli.files import probe_writable
+from bracli.output import Output, stderr_console
 
 app = typer.Typer(help="Inspect YOLO datasets, or write the built-in sample dataset.", no_args_is_help=True)
 

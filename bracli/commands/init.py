@@ -15,7 +15,7 @@ import typer
 
 from bracli import options
 from bracli.errors import UsageError
-from bracli.output import Output, probe_writable
+from bracli.output import Output
 
 if TYPE_CHECKING:
     from torch import nn
@@ -84,7 +84,6 @@ def command(
     path = out_path if out_path is not None else Path(templates.model_filename(scale, placements, family, task))
     _check_name(path, scale, family)
     check_writable(path, force)
-    probe_writable(path)
     text = templates.to_yaml(model, templates.default_header(model))
 
     from bracli.engine.setup import setup

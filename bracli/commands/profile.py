@@ -9,7 +9,7 @@ import typer
 
 from bracli import options
 from bracli.errors import BracliError, UsageError
-from bracli.output import Output, probe_writable
+from bracli.output import Output
 
 if TYPE_CHECKING:
     from bracli.measure.report import CostReport, ModelCost
@@ -71,7 +71,6 @@ def command(
         from bracli.files import check_writable
 
         check_writable(plot, force)
-        probe_writable(plot)
 
     bra = options.bra_options(preset, region_size=region_size)
 
